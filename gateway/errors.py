@@ -36,7 +36,7 @@ class DecodeError(GatewayError):
     """A payload or one reading in it cannot be decoded.
 
     Attributes:
-        reason_code: Short stable code stored in quarantine (``malformed_json``, ``missing_field``...).
+        reason_code: Short stable code stored in quarantine (``malformed_json``...).
         field: The payload field at fault, or ``""`` when the whole payload is.
     """
 

@@ -42,6 +42,7 @@ from pipeline.errors import SchemaMismatch
 
 __all__ = [
     "MESSAGE_SCHEMA",
+    "UTC_US",
     "QUARANTINE_SCHEMA",
     "READING_SCHEMA",
     "SOURCE_DTYPE",
@@ -167,20 +168,28 @@ class ReadingBatch:
             quarantine if quarantine is not None else self.quarantine,
         )
 
-    def reject(self, mask: pl.Series, reason_code: str, field: str, reason: pl.Expr) -> ReadingBatch:
+    def reject(
+        self, mask: pl.Series, reason_code: str, field: str, reason: pl.Expr | pl.Series
+    ) -> ReadingBatch:
         """Move the readings where ``mask`` is true to quarantine.
 
         Args:
             mask: Boolean series over ``readings``.
             reason_code: Stable code stored with each row.
             field: The payload field at fault.
-            reason: An expression over the readings columns giving each row's message.
+            reason: Each row's message: an expression over the readings columns, or a string
+                series aligned with ``readings``.
         """
         if not mask.any():
             return self
         bad = self.readings.filter(mask)
+        if isinstance(reason, pl.Series):
+            reason_rows = reason.filter(mask)
+            bad = bad.with_columns(_reason=reason_rows)
+        else:
+            bad = bad.with_columns(_reason=reason)
         rows = (
-            bad.with_columns(_reason=reason)
+            bad
             .join(self.messages.select("origin", "topic", "payload"), on="origin", how="left")
             .select(
                 pl.col("received_at"),

@@ -1,0 +1,23 @@
+"""Shared fixtures: a real mosquitto broker on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vitalwire.broker import MosquittoBroker, find_mosquitto
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A fresh mosquitto process (Debian package) for one test; persistence on disk."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed: run `make test`, which installs it")
+    broker = MosquittoBroker(persistence=True, workdir=tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
