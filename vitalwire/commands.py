@@ -10,15 +10,28 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError
+from pipeline.normalize import Normalizer
+from pipeline.store import DuckDbStore, StoreConfig
 from vitalwire.config import ServiceConfig, load_config
+from vitalwire.operations import OPERATIONS, DataContext
 from vitalwire.service import Service
 
-__all__ = ["cmd_demo", "cmd_run", "parse_broker_url"]
+__all__ = [
+    "cmd_demo",
+    "cmd_devices",
+    "cmd_quarantine",
+    "cmd_readings",
+    "cmd_run",
+    "cmd_simulate",
+    "parse_broker_url",
+]
 
 log = logging.getLogger("vitalwire")
 
@@ -114,5 +127,97 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unused(_: Path) -> None:
-    """Placeholder so that Path stays imported for type checkers."""
+# -- data commands --------------------------------------------------------------------------
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    return Path(load_config(None).store.path)
+
+
+def run_data_op(db: Path, op: str, *, must_exist: bool = True, **kwargs: Any) -> Any:
+    """Run ``op`` in the service holding ``db`` (control socket) or on the file directly."""
+    from vitalwire import control
+
+    sock = control.socket_path(db)
+    if sock.exists():
+        with contextlib.suppress(control.ControlError):
+            return control.call(sock, op, kwargs)
+    if must_exist and not db.exists():
+        raise ConfigError(f"--db: no database at {db}")
+
+    async def local() -> Any:
+        store = DuckDbStore(StoreConfig(path=db, idle_checkpoint_s=0))
+        async with store:
+            async def unchanged() -> None:
+                return None
+
+            ctx = DataContext(store, Normalizer.from_catalogue(), unchanged)
+            return await OPERATIONS[op](ctx, **kwargs)
+
+    return asyncio.run(local())
+
+
+def print_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Rows as an aligned text table on stdout."""
+    if not rows:
+        print("(none)")
+        return
+    cols = list(columns or rows[0].keys())
+    text = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for t in text:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """``devices assign|unassign|list``."""
+    db = _db_path(args)
+    if args.action == "assign":
+        out = run_data_op(db, "devices.assign", must_exist=False, device=args.device,
+                          patient=args.patient, valid_from=args.valid_from,
+                          valid_to=args.valid_to)
+        print(f"assigned {out['device']} to {out['patient']} (assignment {out['assignment_id']})")
+    elif args.action == "unassign":
+        run_data_op(db, "devices.unassign", device=args.device, at=args.at)
+        print(f"unassigned {args.device}")
+    else:
+        print_table(run_data_op(db, "devices.list", device=args.device))
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """``quarantine list|summary|replay``."""
+    db = _db_path(args)
+    if args.action == "list":
+        print_table(
+            run_data_op(db, "quarantine.list", reason=args.reason, limit=args.limit),
+            ["id", "received_at", "topic", "device_id", "reason_code", "reason", "payload"],
+        )
+    elif args.action == "summary":
+        print_table(run_data_op(db, "quarantine.summary"))
+    else:
+        out = run_data_op(db, "quarantine.replay")
+        print(
+            f"replayed {out['replayed']} quarantined readings: {out['stored']} stored, "
+            f"{out['duplicates']} already stored, {out['quarantined_again']} quarantined again"
+        )
+    return 0
+
+
+def cmd_readings(args: argparse.Namespace) -> int:
+    """``readings``: the newest stored readings."""
+    print_table(run_data_op(_db_path(args), "readings", patient=args.patient,
+                            metric=args.metric, limit=args.limit))
+    return 0
