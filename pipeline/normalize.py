@@ -9,6 +9,7 @@ that names it. Checks run in this order, so a reading is rejected for its first 
 3. ``implausible_value``   outside the catalogue's plausible range (canonical unit, ends included)
 4. ``inconsistent_bp``     diastolic not below systolic, or mean outside [diastolic, systolic]
 5. ``future_timestamp`` / ``stale_timestamp``   device time too far ahead of / behind the gateway
+   (a reading replayed from quarantine may be old: only the future check applies to it)
 6. ``unassigned_device``   no assignment covers the device at the reading's time (replayable)
 """
 
@@ -166,9 +167,7 @@ def _check_bp(batch: ReadingBatch) -> ReadingBatch:
             _why=pl.format(
                 "value: systolic {} / diastolic {} / mean {} mm[Hg] are inconsistent "
                 "(need diastolic < systolic and diastolic <= mean <= systolic)",
-                pl.col("sys").round(1),
-                pl.col("dia").round(1),
-                pl.col("mean").round(1),
+                *(pl.col(c).round(1).cast(pl.Utf8).fill_null("-") for c in ("sys", "dia", "mean")),
             ),
         )
     )
@@ -192,10 +191,11 @@ def _check_time(batch: ReadingBatch, n: Normalizer, now_us: int) -> ReadingBatch
         pl.format(
             "ts: {} is more than {} s ahead of the gateway clock",
             pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.lit(n.config.max_future_s),
+            pl.lit(f"{n.config.max_future_s:g}"),
         ),
     )
-    stale = batch.readings.select(ts < now - behind).to_series()
+    replayed = (pl.col("quality") & int(Quality.REPLAYED)) != 0
+    stale = batch.readings.select((ts < now - behind) & ~replayed).to_series()
     return batch.reject(
         stale,
         "stale_timestamp",
@@ -203,7 +203,7 @@ def _check_time(batch: ReadingBatch, n: Normalizer, now_us: int) -> ReadingBatch
         pl.format(
             "ts: {} is more than {} s older than the gateway clock",
             pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.lit(n.config.max_past_s),
+            pl.lit(f"{n.config.max_past_s:g}"),
         ),
     )
 

@@ -1,0 +1,218 @@
+"""The SQL the store runs: the schema as numbered migrations, and the de-duplicating insert.
+
+Schema. On open, :func:`migrate` applies, in order and each in its own transaction, every migration
+above the highest version recorded in ``schema_version``, then records it. Never edit a released
+migration: append a new one. A database newer than this code is refused.
+
+No PRIMARY KEY or index on ``readings``: an ART index makes Arrow appends 2-3.5x slower, so
+duplicates are removed by the store's anti-join instead (``docs/storage.md``). ``source`` and
+``metric`` are VARCHAR, not ENUM: DuckDB dictionary-compresses them to the same size, appends
+are as fast, and a new catalogue metric needs no type migration.
+
+De-duplication. A reading equal to a stored one on :data:`DEDUP_KEY` (``seq`` NULL equal to
+NULL) is skipped by an anti-join, ``INSERT ... SELECT ... WHERE NOT EXISTS``. The stored side is
+bounded by constant ranges of ``observed_at`` (the batch's device times, clustered) and of
+``stored_at`` (the de-duplication window), so DuckDB's zone maps skip every row group outside
+them before the hash join: readings arrive roughly in time order, so few row groups remain.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import duckdb
+import polars as pl
+
+from pipeline.errors import PermanentStoreError
+from pipeline.readings import QUARANTINE_SCHEMA
+from pipeline.registry import transaction
+
+__all__ = [
+    "DEDUP_KEY",
+    "MIGRATIONS",
+    "READING_COLUMNS",
+    "SCHEMA_VERSION",
+    "insert_quarantine_sql",
+    "insert_readings_sql",
+    "migrate",
+    "observed_ranges",
+    "schema_version",
+]
+
+log = logging.getLogger(__name__)
+
+_V1 = """
+CREATE TABLE readings (
+    patient_id  VARCHAR NOT NULL,
+    device_id   VARCHAR NOT NULL,
+    source      VARCHAR,
+    metric      VARCHAR,
+    value       DOUBLE,
+    unit        VARCHAR,
+    observed_at TIMESTAMPTZ,
+    received_at TIMESTAMPTZ,
+    seq         UBIGINT,
+    quality     UTINYINT,
+    stored_at   TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE quarantine_id_seq START 1;
+
+CREATE TABLE quarantine (
+    id          BIGINT PRIMARY KEY DEFAULT nextval('quarantine_id_seq'),
+    received_at TIMESTAMPTZ,
+    source      VARCHAR,
+    topic       VARCHAR,
+    device_id   VARCHAR,
+    metric      VARCHAR,
+    value       DOUBLE,
+    unit        VARCHAR,
+    observed_at TIMESTAMPTZ,
+    seq         UBIGINT,
+    payload     BLOB,
+    reason_code VARCHAR NOT NULL,
+    field       VARCHAR,
+    reason      VARCHAR,
+    replayed_at TIMESTAMPTZ
+);
+
+CREATE TABLE devices (
+    device_id     VARCHAR PRIMARY KEY,
+    kind          VARCHAR NOT NULL DEFAULT '',
+    profile       VARCHAR NOT NULL DEFAULT '',
+    label         VARCHAR NOT NULL DEFAULT '',
+    registered_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE SEQUENCE assignment_id_seq START 1;
+
+CREATE TABLE assignments (
+    assignment_id BIGINT PRIMARY KEY DEFAULT nextval('assignment_id_seq'),
+    device_id     VARCHAR NOT NULL,
+    patient_id    VARCHAR NOT NULL,
+    valid_from    TIMESTAMPTZ NOT NULL,
+    valid_to      TIMESTAMPTZ,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    created_by    VARCHAR NOT NULL DEFAULT '',
+    note          VARCHAR NOT NULL DEFAULT '',
+    CHECK (valid_to IS NULL OR valid_to > valid_from)
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+"""Migration ``i`` (0-based) takes the schema from version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The version this code creates and expects."""
+
+
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The highest version recorded in the database (0 for a new one)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    ).fetchall()
+    rows = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    return int(rows[0][0])
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; idempotent.
+
+    Args:
+        conn: Connection to the database.
+        where: The database path, for messages.
+
+    Returns:
+        How many migrations were applied.
+
+    Raises:
+        PermanentStoreError: The database was written by a newer vitalwire.
+    """
+    have = schema_version(conn)
+    if have > SCHEMA_VERSION:
+        raise PermanentStoreError(
+            f"{where}: schema version {have} is newer than this vitalwire supports"
+            f" ({SCHEMA_VERSION}); upgrade vitalwire"
+        )
+    for version in range(have + 1, SCHEMA_VERSION + 1):
+        with transaction(conn):
+            conn.execute(MIGRATIONS[version - 1]).fetchall()
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", [version]).fetchall()
+        log.info("%s: schema migrated to version %d", where, version)
+    return SCHEMA_VERSION - have
+
+
+# -- de-duplicating insert -----------------------------------------------------------------------
+
+READING_COLUMNS = (
+    "patient_id", "device_id", "source", "metric", "value", "unit",
+    "observed_at", "received_at", "seq", "quality",
+)  # fmt: skip
+"""Stored columns of a reading, in table order (``origin`` is in-flight only)."""
+
+DEDUP_KEY = ("device_id", "metric", "observed_at", "seq")
+"""Readings equal on these columns are one reading."""
+
+RANGE_GAP_US = 60_000_000
+"""Device times further apart than this are looked up in separate ``observed_at`` ranges."""
+
+MAX_RANGES = 16
+"""At most this many ranges per batch (the largest gaps split first)."""
+
+
+def observed_ranges(observed: pl.Series) -> list[tuple[int, int]]:
+    """The batch's device times as at most :data:`MAX_RANGES` ``[lo, hi]`` clusters (UTC µs).
+
+    One far-off reading (a late or replayed one) would otherwise stretch a single min..max
+    range over most of the table and defeat the zone maps. Nulls are left out.
+    """
+    t = observed.drop_nulls().dt.epoch("us").sort()
+    if t.is_empty():
+        return []
+    gaps = t.diff().fill_null(0)
+    split = (gaps > RANGE_GAP_US) & (gaps.rank("ordinal", descending=True) < MAX_RANGES)
+    ranges = (
+        pl.DataFrame({"t": t, "g": split.cum_sum()})
+        .group_by("g", maintain_order=True)
+        .agg(lo=pl.col("t").min(), hi=pl.col("t").max())
+    )
+    return list(zip(ranges["lo"].to_list(), ranges["hi"].to_list(), strict=True))
+
+
+def insert_readings_sql(view: str, observed: pl.Series, window_s: float) -> str:
+    """``INSERT`` of ``view``'s readings that are not stored yet.
+
+    Args:
+        view: Registered relation holding the batch, already unique on :data:`DEDUP_KEY`.
+        observed: The batch's ``observed_at`` column.
+        window_s: Compare with rows stored this many seconds back at most; ``inf`` for all
+            rows, 0 to skip the comparison.
+
+    The bounds are SQL literals made from integers (no user text), so that they are constants
+    the planner pushes into the table scan. ``make_timestamp`` reads UTC microseconds; the
+    store's session time zone is UTC.
+    """
+    cols = ", ".join(READING_COLUMNS)
+    sql = f"INSERT INTO readings ({cols}) SELECT {cols} FROM {view} AS b"
+    if window_s <= 0:
+        return sql
+    ts = "make_timestamp({}::BIGINT)::TIMESTAMPTZ"
+    ranges = " OR ".join(
+        f"r.observed_at BETWEEN {ts.format(lo)} AND {ts.format(hi)}"
+        for lo, hi in observed_ranges(observed)
+    )
+    parts = [f"({ranges or 'FALSE'})"]
+    if math.isfinite(window_s):
+        micros = round(window_s * 1_000_000)
+        parts.append(f"r.stored_at >= current_timestamp - INTERVAL {micros} MICROSECOND")
+    parts += [f"r.{c} = b.{c}" for c in DEDUP_KEY[:-1]]
+    parts.append("r.seq IS NOT DISTINCT FROM b.seq")
+    return sql + f" WHERE NOT EXISTS (SELECT 1 FROM readings AS r WHERE {' AND '.join(parts)})"
+
+
+def insert_quarantine_sql(view: str) -> str:
+    """``INSERT`` of ``view``'s quarantine rows (``id`` from the sequence)."""
+    cols = ", ".join(QUARANTINE_SCHEMA.names())
+    return f"INSERT INTO quarantine ({cols}) SELECT {cols} FROM {view}"
