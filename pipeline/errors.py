@@ -8,6 +8,7 @@
     └── StoreError                                        the DuckDB store failed
         ├── RetryableStoreError                           transient (I/O hiccup); retry the batch
         └── PermanentStoreError                           corrupt file, schema conflict; stop
+            └── StoreLocked                               another process holds the file
 
 ``duckdb`` exceptions are translated inside ``pipeline.store`` and chained with ``from``.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "RetryableStoreError",
     "SchemaMismatch",
     "StoreError",
+    "StoreLocked",
 ]
 
 
@@ -48,3 +50,7 @@ class RetryableStoreError(StoreError):
 
 class PermanentStoreError(StoreError):
     """The store cannot go on (locked by another process, corrupt, incompatible)."""
+
+
+class StoreLocked(PermanentStoreError):
+    """Another process holds the database file (DuckDB allows one writer process)."""

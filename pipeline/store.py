@@ -30,7 +30,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import duckdb
 import polars as pl
 
-from pipeline.errors import ConfigError, PermanentStoreError, RetryableStoreError, StoreError
+from pipeline.errors import (
+    ConfigError,
+    PermanentStoreError,
+    RetryableStoreError,
+    StoreError,
+    StoreLocked,
+)
 from pipeline.quarantine import mark_replayed
 from pipeline.readings import ReadingBatch
 from pipeline.registry import assignments_frame, sql_frame, transaction
@@ -124,7 +130,7 @@ CommitListener = Callable[[ReadingBatch, WriteResult], None]
 def _translate(exc: duckdb.Error, path: Path, action: str, *, io_retryable: bool) -> StoreError:
     text = str(exc)
     if isinstance(exc, duckdb.IOException) and "Could not set lock" in text:
-        return PermanentStoreError(
+        return StoreLocked(
             f"database {path} is in use by another process (a running vitalwire service?): {text}"
         )
     transient = (duckdb.TransactionException, duckdb.OutOfMemoryException)

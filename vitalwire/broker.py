@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import shutil
 import socket
@@ -72,13 +73,16 @@ class MosquittoBroker:
         persistence: Keep queued messages of persistent sessions on disk across broker restarts.
         workdir: Folder for the config, log and persistence file (a temporary one when None).
         binary: Path of mosquitto (found automatically when None).
+        password_file: A mosquitto password file; anonymous clients are refused when given.
     """
 
     def __init__(self, port: int = 0, *, persistence: bool = False,
-                 workdir: Path | None = None, binary: str | None = None) -> None:
+                 workdir: Path | None = None, binary: str | None = None,
+                 password_file: Path | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.persistence = persistence
+        self.password_file = password_file
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
@@ -92,13 +96,17 @@ class MosquittoBroker:
         lines = [ln for ln in SHIPPED_CONF.read_text().splitlines()
                  if ln.strip() and not ln.lstrip().startswith("#")
                  and not ln.startswith(("listener", "persistence", "log_dest", "password_file",
-                                        "allow_anonymous", "persistence_location"))]
+                                        "allow_anonymous", "persistence_location", "user"))]
         lines += [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *(["allow_anonymous false", f"password_file {self.password_file}"]
+              if self.password_file else ["allow_anonymous true"]),
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.workdir / 'mosquitto.log'}",
+            # Started as root, mosquitto would switch to the 'mosquitto' user and then fail to
+            # read the password file or write persistence into our private folder.
+            f"user {getpass.getuser()}",
         ]
         return "\n".join(lines) + "\n"
 

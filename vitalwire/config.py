@@ -39,6 +39,8 @@ class ServiceConfig:
         routes: Topic template -> payload format; first match wins.
         profile_dirs: Extra folders of device profiles (``*.toml``), besides the shipped ones.
         progress_s: Seconds between progress lines in the log (0 = none).
+        store_lock_wait_s: At start, how long to wait for another process (a CLI command) to
+            release the database file before giving up.
     """
 
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -48,6 +50,7 @@ class ServiceConfig:
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     profile_dirs: tuple[Path, ...] = ()
     progress_s: float = 5.0
+    store_lock_wait_s: float = 10.0
 
     def with_overrides(self, **changes: Any) -> ServiceConfig:
         """A copy with some sub-configs replaced (``mqtt=...``, ``store=...``)."""
@@ -140,8 +143,10 @@ def load_config(path: Path | None) -> ServiceConfig:
         if not d.is_dir():
             raise ConfigError(f"{path}: [profiles].dirs: {d} is not a folder")
     service = data.get("service", {})
-    if not isinstance(service, dict) or set(service) - {"progress_s"}:
-        raise ConfigError(f"{path}: [service] takes only 'progress_s'")
+    if not isinstance(service, dict) or set(service) - {"progress_s", "store_lock_wait_s"}:
+        raise ConfigError(f"{path}: [service] takes only 'progress_s' and 'store_lock_wait_s'")
     progress = _coerce(service.get("progress_s", base.progress_s), float,
                        f"{path}: [service].progress_s")
-    return ServiceConfig(mqtt, store, batch, normalize, routes, profile_dirs, progress)
+    lock_wait = _coerce(service.get("store_lock_wait_s", base.store_lock_wait_s), float,
+                        f"{path}: [service].store_lock_wait_s")
+    return ServiceConfig(mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait)

@@ -26,9 +26,9 @@ import polars as pl
 from gateway.formats.profiles import load_profiles
 from gateway.formats.router import Router, load_default_profiles
 from gateway.mqtt_receiver import MqttReceiver
-from gateway.records import RawMessage
 from pipeline.batcher import Batcher, MessageSource
 from pipeline.catalogue import catalogue
+from pipeline.errors import StoreLocked
 from pipeline.normalize import Normalizer
 from pipeline.readings import ReadingBatch
 from pipeline.store import DuckDbStore, WriteResult
@@ -110,8 +110,23 @@ class Service:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    async def _open_store(self) -> None:
+        """Open the store, waiting out a short-lived holder of the file (a CLI command)."""
+        deadline = time.monotonic() + self.config.store_lock_wait_s
+        while True:
+            try:
+                await self._stack.enter_async_context(self.store)
+                return
+            except StoreLocked:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("database %s is locked by another process; waiting",
+                            self.config.store.path)
+                self.store = DuckDbStore(self.config.store)
+                await asyncio.sleep(0.2)
+
     async def __aenter__(self) -> Service:
-        await self._stack.enter_async_context(self.store)
+        await self._open_store()
         await self.refresh_assignments()
         if self._source is None:
             self.receiver = MqttReceiver(self.config.mqtt, self.router.subscriptions())
@@ -196,5 +211,3 @@ class Service:
             fn(out, result)
         return result
 
-
-_ = RawMessage
