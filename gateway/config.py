@@ -79,8 +79,11 @@ class MqttConfig:
             raise ConfigError("mqtt.reconnect_min_s: must be > 0 and <= mqtt.reconnect_max_s")
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("mqtt.cert_file and mqtt.key_file: give both or neither")
-        for key, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file),
-                          ("key_file", self.key_file)):
+        for key, path in (
+            ("ca_file", self.ca_file),
+            ("cert_file", self.cert_file),
+            ("key_file", self.key_file),
+        ):
             if path is not None and not self.tls:
                 raise ConfigError(f"mqtt.{key}: set mqtt.tls = true to use it")
             if path is not None and not Path(path).is_file():

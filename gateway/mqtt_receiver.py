@@ -23,11 +23,13 @@ import random
 import ssl
 import threading
 import time
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -164,7 +166,7 @@ class MqttReceiver:
         for token in tokens:
             if token is None:
                 continue
-            gen, mid, qos = token  # type: ignore[misc]
+            gen, mid, qos = typing.cast(tuple[int, int, int], token)
             if gen != generation:
                 self.stats.stale_acks += 1
                 continue
@@ -177,7 +179,7 @@ class MqttReceiver:
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
@@ -186,9 +188,7 @@ class MqttReceiver:
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
-            ctx = ssl.create_default_context(
-                cafile=str(cfg.ca_file) if cfg.ca_file else None
-            )
+            ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
             if cfg.cert_file and cfg.key_file:
                 ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
             if cfg.tls_insecure:
@@ -200,7 +200,7 @@ class MqttReceiver:
         return client
 
     def _connect_properties(self) -> Properties:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
         return props
@@ -253,8 +253,10 @@ class MqttReceiver:
         if reason.is_failure:
             code = reason.value
             if code in _PERMANENT_CONNACK:
-                self._fail(f"broker {self.config.host}:{self.config.port} refused the connection: "
-                           f"{_PERMANENT_CONNACK[code]} ({reason})")
+                self._fail(
+                    f"broker {self.config.host}:{self.config.port} refused the connection: "
+                    f"{_PERMANENT_CONNACK[code]} ({reason})"
+                )
                 client.disconnect()
                 return
             self.stats.connect_failures += 1
@@ -266,8 +268,12 @@ class MqttReceiver:
         self.stats.session_present = bool(flags.session_present)
         client.subscribe([(f, self.config.qos) for f in self.subscriptions])
         self._connected.set()
-        log.info("connected to %s:%d (session present: %s)", self.config.host, self.config.port,
-                 flags.session_present)
+        log.info(
+            "connected to %s:%d (session present: %s)",
+            self.config.host,
+            self.config.port,
+            flags.session_present,
+        )
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -283,7 +289,7 @@ class MqttReceiver:
         self._buf.append(
             RawMessage(
                 msg.topic,
-                msg.payload,
+                bytes(msg.payload),
                 time.time_ns() // 1000,
                 Source.MQTT,
                 (self._generation, msg.mid, msg.qos),

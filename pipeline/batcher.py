@@ -100,7 +100,9 @@ def build_batch(
 
     Readings whose metric is not in the catalogue go straight to quarantine.
     """
-    received = np.fromiter((m.received_at_us for m in messages), dtype=np.int64, count=len(messages))
+    received = np.fromiter(
+        (m.received_at_us for m in messages), dtype=np.int64, count=len(messages)
+    )
     message_frame = pl.DataFrame(
         {
             "origin": pl.Series(np.arange(len(messages), dtype=np.uint32)),
@@ -121,14 +123,16 @@ def build_batch(
         {
             "patient_id": pl.Series([None] * len(origin), dtype=pl.Utf8),
             "device_id": pl.Series(device_id, dtype=pl.Utf8),
-            "source": pl.Series(message_frame["source"].to_numpy()[origin] if len(origin) else [],
-                                dtype=pl.Utf8),
+            "source": pl.Series(
+                message_frame["source"].to_numpy()[origin] if len(origin) else [], dtype=pl.Utf8
+            ),
             "metric": pl.Series(metric, dtype=pl.Utf8),
             "value": pl.Series(value, dtype=pl.Float64),
             "unit": pl.Series(unit, dtype=pl.Utf8),
             "observed_at": pl.Series(observed, dtype=pl.Int64).cast(UTC_US),
-            "received_at": pl.Series(received[origin] if len(origin) else [],
-                                     dtype=pl.Int64).cast(UTC_US),
+            "received_at": pl.Series(received[origin] if len(origin) else [], dtype=pl.Int64).cast(
+                UTC_US
+            ),
             "seq": pl.Series(seq, dtype=pl.UInt64),
             "quality": pl.Series(quality, dtype=pl.UInt8),
             "origin": pl.Series(origin, dtype=pl.UInt32),
@@ -137,18 +141,28 @@ def build_batch(
     known = raw["metric"].is_in(list(catalogue().names))
     if not known.all():
         unknown = raw.filter(~known)
-        rows = (
-            unknown.join(message_frame.select("origin", "topic", "payload"), on="origin", how="left")
-            .select(
-                "received_at", "source", "topic", "device_id", "metric", "value", "unit",
-                "observed_at", "seq", "payload",
-                pl.lit("unknown_metric").alias("reason_code"),
-                pl.lit("metric").alias("field"),
-                pl.format("metric: unknown metric '{}' (known: {})", pl.col("metric"),
-                          pl.lit(", ".join(catalogue().names))).alias("reason"),
-            )
+        rows = unknown.join(
+            message_frame.select("origin", "topic", "payload"), on="origin", how="left"
+        ).select(
+            "received_at",
+            "source",
+            "topic",
+            "device_id",
+            "metric",
+            "value",
+            "unit",
+            "observed_at",
+            "seq",
+            "payload",
+            pl.lit("unknown_metric").alias("reason_code"),
+            pl.lit("metric").alias("field"),
+            pl.format(
+                "metric: unknown metric '{}' (known: {})",
+                pl.col("metric"),
+                pl.lit(", ".join(catalogue().names)),
+            ).alias("reason"),
         )
-        quarantine = pl.concat([quarantine, rows.cast(dict(QUARANTINE_SCHEMA))], how="vertical")
+        quarantine = pl.concat([quarantine, rows.cast(QUARANTINE_SCHEMA)], how="vertical")
         raw = raw.filter(known)
     frame = raw.with_columns(
         pl.col("source").cast(SOURCE_DTYPE), pl.col("metric").cast(READING_SCHEMA["metric"])

@@ -68,11 +68,15 @@ class Normalizer:
                 "accepted": [", ".join(m.accepted_units()) for m in cat.metrics],
             }
         )
-        units = cat.unit_table().join(accepted, on="metric").with_columns(
-            pl.col("metric").cast(pl.Enum(list(cat.names)))
+        units = (
+            cat.unit_table()
+            .join(accepted, on="metric")
+            .with_columns(pl.col("metric").cast(pl.Enum(list(cat.names))))
         )
-        ranges = cat.range_table().join(accepted, on="metric").with_columns(
-            pl.col("metric").cast(pl.Enum(list(cat.names)))
+        ranges = (
+            cat.range_table()
+            .join(accepted, on="metric")
+            .with_columns(pl.col("metric").cast(pl.Enum(list(cat.names))))
         )
         return cls(units, ranges, config)
 
@@ -92,14 +96,18 @@ def _convert_units(batch: ReadingBatch, n: Normalizer) -> ReadingBatch:
         accepted = batch.readings.select("metric").join(
             n.ranges.select("metric", "accepted"), on="metric", how="left", maintain_order="left"
         )
-        why = batch.readings.with_columns(_accepted=accepted["accepted"]).select(
-            pl.format(
-                "unit: '{}' is not an accepted unit for {} (accepted: {})",
-                pl.col("unit").fill_null(""),
-                pl.col("metric").cast(pl.Utf8),
-                pl.col("_accepted"),
+        why = (
+            batch.readings.with_columns(_accepted=accepted["accepted"])
+            .select(
+                pl.format(
+                    "unit: '{}' is not an accepted unit for {} (accepted: {})",
+                    pl.col("unit").fill_null(""),
+                    pl.col("metric").cast(pl.Utf8),
+                    pl.col("_accepted"),
+                )
             )
-        ).to_series()
+            .to_series()
+        )
         batch = batch.reject(bad, "unit_not_accepted", "unit", why)
         joined = joined.filter(~bad)
     changed = joined.select((pl.col("factor") != 1.0) | (pl.col("offset") != 0.0)).to_series()
@@ -228,7 +236,9 @@ def resolve(batch: ReadingBatch, assignments: pl.DataFrame) -> ReadingBatch:
                 pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
             )
         )
-        .otherwise(pl.format("device_id: unknown device '{}' (no assignment)", pl.col("device_id"))),
+        .otherwise(
+            pl.format("device_id: unknown device '{}' (no assignment)", pl.col("device_id"))
+        ),
     )
 
 
@@ -243,4 +253,3 @@ def normalize(
     batch = _check_bp(batch)
     batch = _check_time(batch, n, now_us)
     return resolve(batch, assignments)
-

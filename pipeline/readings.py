@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -42,10 +43,10 @@ from pipeline.errors import SchemaMismatch
 
 __all__ = [
     "MESSAGE_SCHEMA",
-    "UTC_US",
     "QUARANTINE_SCHEMA",
     "READING_SCHEMA",
     "SOURCE_DTYPE",
+    "UTC_US",
     "Quality",
     "ReadingBatch",
     "check_schema",
@@ -53,6 +54,11 @@ __all__ = [
 ]
 
 UTC_US = pl.Datetime("us", "UTC")
+
+
+def _schema(columns: dict[str, Any]) -> dict[str, pl.DataType]:
+    """Typed view of a column mapping (keeps mypy's polars stubs satisfied)."""
+    return columns
 SOURCE_DTYPE = pl.Enum(["mqtt", "ble", "sim"])
 
 
@@ -68,7 +74,7 @@ class Quality(enum.IntFlag):
 
 
 READING_SCHEMA: pl.Schema = pl.Schema(
-    {
+    _schema({
         "patient_id": pl.Utf8,
         "device_id": pl.Utf8,
         "source": SOURCE_DTYPE,
@@ -80,21 +86,21 @@ READING_SCHEMA: pl.Schema = pl.Schema(
         "seq": pl.UInt64,
         "quality": pl.UInt8,
         "origin": pl.UInt32,
-    }
+    })
 )
 
 MESSAGE_SCHEMA: pl.Schema = pl.Schema(
-    {
+    _schema({
         "origin": pl.UInt32,
         "topic": pl.Utf8,
         "payload": pl.Binary,
         "received_at": UTC_US,
         "source": SOURCE_DTYPE,
-    }
+    })
 )
 
 QUARANTINE_SCHEMA: pl.Schema = pl.Schema(
-    {
+    _schema({
         "received_at": UTC_US,
         "source": pl.Utf8,
         "topic": pl.Utf8,
@@ -108,7 +114,7 @@ QUARANTINE_SCHEMA: pl.Schema = pl.Schema(
         "reason_code": pl.Utf8,
         "field": pl.Utf8,
         "reason": pl.Utf8,
-    }
+    })
 )
 
 
@@ -188,24 +194,22 @@ class ReadingBatch:
             bad = bad.with_columns(_reason=reason_rows)
         else:
             bad = bad.with_columns(_reason=reason)
-        rows = (
-            bad
-            .join(self.messages.select("origin", "topic", "payload"), on="origin", how="left")
-            .select(
-                pl.col("received_at"),
-                pl.col("source").cast(pl.Utf8),
-                pl.col("topic"),
-                pl.col("device_id"),
-                pl.col("metric").cast(pl.Utf8),
-                pl.col("value"),
-                pl.col("unit"),
-                pl.col("observed_at"),
-                pl.col("seq"),
-                pl.col("payload"),
-                pl.lit(reason_code, pl.Utf8).alias("reason_code"),
-                pl.lit(field, pl.Utf8).alias("field"),
-                pl.col("_reason").cast(pl.Utf8).alias("reason"),
-            )
+        rows = bad.join(
+            self.messages.select("origin", "topic", "payload"), on="origin", how="left"
+        ).select(
+            pl.col("received_at"),
+            pl.col("source").cast(pl.Utf8),
+            pl.col("topic"),
+            pl.col("device_id"),
+            pl.col("metric").cast(pl.Utf8),
+            pl.col("value"),
+            pl.col("unit"),
+            pl.col("observed_at"),
+            pl.col("seq"),
+            pl.col("payload"),
+            pl.lit(reason_code, pl.Utf8).alias("reason_code"),
+            pl.lit(field, pl.Utf8).alias("field"),
+            pl.col("_reason").cast(pl.Utf8).alias("reason"),
         )
         return ReadingBatch(
             self.readings.filter(~mask),

@@ -40,7 +40,13 @@ from pipeline.errors import (
 from pipeline.quarantine import mark_replayed
 from pipeline.readings import ReadingBatch
 from pipeline.registry import assignments_frame, sql_frame, transaction
-from pipeline.store_sql import DEDUP_KEY, insert_quarantine_sql, insert_readings_sql, migrate
+from pipeline.store_sql import (
+    DEDUP_KEY,
+    READING_COLUMNS,
+    insert_quarantine_sql,
+    insert_readings_sql,
+    migrate,
+)
 
 __all__ = [
     "DEFAULT_CHECKPOINT_THRESHOLD",
@@ -49,6 +55,7 @@ __all__ = [
     "CommitListener",
     "DuckDbStore",
     "StoreConfig",
+    "TransactionHook",
     "WriteResult",
 ]
 
@@ -126,6 +133,11 @@ class WriteResult:
 
 CommitListener = Callable[[ReadingBatch, WriteResult], None]
 
+TransactionHook = Callable[[duckdb.DuckDBPyConnection, pl.DataFrame], None]
+"""``fn(conn, inserted)``: runs on the store thread inside a write's transaction, with exactly
+the readings that write inserted (``READING_COLUMNS``, duplicates left out); raising rolls the
+whole write back."""
+
 
 def _translate(exc: duckdb.Error, path: Path, action: str, *, io_retryable: bool) -> StoreError:
     text = str(exc)
@@ -158,6 +170,7 @@ class DuckDbStore:
         self._thread_id: int | None = None
         self._state = "new"
         self._listeners: list[CommitListener] = []
+        self._hooks: list[TransactionHook] = []
         self._last_write = clock()
         self._dirty = False
         self._idle_task: asyncio.Task[None] | None = None
@@ -316,6 +329,12 @@ class DuckDbStore:
         """Call ``fn(batch, result)`` after each commit, on the caller's (event loop) thread."""
         self._listeners.append(fn)
 
+    def add_transaction_hook(self, fn: TransactionHook) -> None:
+        """Call ``fn(conn, inserted)`` inside every write's transaction (see
+        :data:`TransactionHook`), so that derived rows commit atomically with the readings.
+        Not called when a write inserts no reading."""
+        self._hooks.append(fn)
+
     async def write(self, batch: ReadingBatch, replayed_ids: Sequence[int] = ()) -> WriteResult:
         """Store a batch in one transaction.
 
@@ -378,7 +397,13 @@ class DuckDbStore:
         sql = insert_readings_sql(
             _READINGS_VIEW, readings["observed_at"], self._config.dedup_window_s
         )
-        return _count(conn.execute(sql).fetchall())
+        if not self._hooks:
+            return _count(conn.execute(sql).fetchall())
+        inserted = sql_frame(conn, f"{sql} RETURNING {', '.join(READING_COLUMNS)}")
+        if inserted.height:
+            for hook in self._hooks:
+                hook(conn, inserted)
+        return inserted.height
 
     # -- checkpoints -----------------------------------------------------------------------------
 

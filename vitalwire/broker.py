@@ -20,8 +20,14 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["AmqttBroker", "EmbeddedBroker", "MosquittoBroker", "find_mosquitto", "free_port",
-           "start_embedded_broker"]
+__all__ = [
+    "AmqttBroker",
+    "EmbeddedBroker",
+    "MosquittoBroker",
+    "find_mosquitto",
+    "free_port",
+    "start_embedded_broker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,9 @@ def find_mosquitto() -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
-def _wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None) -> None:
+def _wait_listening(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -76,9 +84,15 @@ class MosquittoBroker:
         password_file: A mosquitto password file; anonymous clients are refused when given.
     """
 
-    def __init__(self, port: int = 0, *, persistence: bool = False,
-                 workdir: Path | None = None, binary: str | None = None,
-                 password_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        persistence: bool = False,
+        workdir: Path | None = None,
+        binary: str | None = None,
+        password_file: Path | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.persistence = persistence
@@ -93,14 +107,30 @@ class MosquittoBroker:
 
     def config_text(self) -> str:
         """The shipped config's tuning plus this instance's listener and files."""
-        lines = [ln for ln in SHIPPED_CONF.read_text().splitlines()
-                 if ln.strip() and not ln.lstrip().startswith("#")
-                 and not ln.startswith(("listener", "persistence", "log_dest", "password_file",
-                                        "allow_anonymous", "persistence_location", "user"))]
+        lines = [
+            ln
+            for ln in SHIPPED_CONF.read_text().splitlines()
+            if ln.strip()
+            and not ln.lstrip().startswith("#")
+            and not ln.startswith(
+                (
+                    "listener",
+                    "persistence",
+                    "log_dest",
+                    "password_file",
+                    "allow_anonymous",
+                    "persistence_location",
+                    "user",
+                )
+            )
+        ]
         lines += [
             f"listener {self.port} {self.host}",
-            *(["allow_anonymous false", f"password_file {self.password_file}"]
-              if self.password_file else ["allow_anonymous true"]),
+            *(
+                ["allow_anonymous false", f"password_file {self.password_file}"]
+                if self.password_file
+                else ["allow_anonymous true"]
+            ),
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.workdir / 'mosquitto.log'}",
@@ -115,8 +145,9 @@ class MosquittoBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         assert self.binary is not None
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         _wait_listening(self.host, self.port, timeout, self.proc)
         return self
 
@@ -163,7 +194,9 @@ class AmqttBroker:
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
         ready = threading.Event()
 

@@ -21,8 +21,13 @@ __all__ = ["main"]
 
 
 def _add_db(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--db", type=Path, required=required, default=None,
-                   help="DuckDB file (default: the config's, else ./vitalwire.duckdb)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        required=required,
+        default=None,
+        help="DuckDB file (default: the config's, else ./vitalwire.duckdb)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service (gateway, pipeline, store)")
     run.add_argument("--config", type=Path, help="TOML config file (embedded defaults without)")
-    run.add_argument("--broker", help="override the broker: mqtt://[user:pass@]host:port or mqtts://")
+    run.add_argument(
+        "--broker", help="override the broker: mqtt://[user:pass@]host:port or mqtts://"
+    )
     _add_db(run)
 
     demo = sub.add_parser("demo", help="live demo: embedded broker, simulated devices, service")
     demo.add_argument("--config", type=Path, help="TOML config file for the service part")
     demo.add_argument("--broker", help="use this broker instead of starting one")
-    demo.add_argument("--patients", type=int, default=8, help="simulated patients (default 8)")
+    demo.add_argument("--patients", type=int, default=16, help="simulated patients (default 16)")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
     demo.add_argument("--scenario", type=Path, help="scenario file (default: the shipped demo)")
     demo.add_argument("--rate", type=float, help="total messages/s (load generator mode)")
@@ -51,13 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--patients", type=int, default=8)
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--scenario", type=Path, help="scenario file with scripted clinical events")
-    sim.add_argument("--acceleration", type=float, default=1.0,
-                     help="simulated seconds per wall second (needs --duration when > 1)")
+    sim.add_argument(
+        "--acceleration",
+        type=float,
+        default=1.0,
+        help="simulated seconds per wall second (needs --duration when > 1)",
+    )
     sim.add_argument("--duration", type=float, help="simulated seconds to run")
     sim.add_argument("--rate", type=float, help="total messages/s regardless of device cadence")
     sim.add_argument("--event-log", type=Path, help="write the ground-truth event log (JSON lines)")
-    sim.add_argument("--assign", action="store_true",
-                     help="also register and assign the fleet's devices in --db")
+    sim.add_argument(
+        "--assign", action="store_true", help="also register and assign the fleet's devices in --db"
+    )
     _add_db(sim)
 
     dev = sub.add_parser("devices", help="device registry and time-bounded assignments")

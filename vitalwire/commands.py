@@ -11,12 +11,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError
+from pipeline.errors import PipelineError
 from pipeline.normalize import Normalizer
 from pipeline.store import DuckDbStore, StoreConfig
 from vitalwire.config import ServiceConfig, load_config
@@ -70,7 +72,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def progress_line(svc: Service, started: float, last: tuple[float, int]) -> tuple[str, tuple[float, int]]:
+def progress_line(
+    svc: Service, started: float, last: tuple[float, int]
+) -> tuple[str, tuple[float, int]]:
     """One status line: current and average rate, totals."""
     now = time.monotonic()
     s = svc.stats
@@ -83,8 +87,9 @@ def progress_line(svc: Service, started: float, last: tuple[float, int]) -> tupl
     return line, (now, s.stored)
 
 
-async def _run_until_stopped(svc: Service, stop: asyncio.Event, progress_s: float,
-                             live: bool) -> None:
+async def _run_until_stopped(
+    svc: Service, stop: asyncio.Event, progress_s: float, live: bool
+) -> None:
     started = time.monotonic()
     last = (started, 0)
     waiter = asyncio.create_task(svc.wait())
@@ -117,13 +122,18 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from vitalwire.control import ControlServer
 
     async with Service(config) as svc, ControlServer(svc):
-        log.info("vitalwire running: broker %s:%d, database %s", config.mqtt.host,
-                 config.mqtt.port, config.store.path)
+        log.info(
+            "vitalwire running: broker %s:%d, database %s",
+            config.mqtt.host,
+            config.mqtt.port,
+            config.store.path,
+        )
         await _run_until_stopped(svc, stop, config.progress_s, live=False)
         log.info("stopping: draining and committing")
     s = svc.stats
-    log.info("stopped: %d stored, %d quarantined, %d duplicates", s.stored, s.quarantined,
-             s.duplicates)
+    log.info(
+        "stopped: %d stored, %d quarantined, %d duplicates", s.stored, s.quarantined, s.duplicates
+    )
     return 0
 
 
@@ -150,6 +160,7 @@ def run_data_op(db: Path, op: str, *, must_exist: bool = True, **kwargs: Any) ->
     async def local() -> Any:
         store = DuckDbStore(StoreConfig(path=db, idle_checkpoint_s=0))
         async with store:
+
             async def unchanged() -> None:
                 return None
 
@@ -185,9 +196,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     """``devices assign|unassign|list``."""
     db = _db_path(args)
     if args.action == "assign":
-        out = run_data_op(db, "devices.assign", must_exist=False, device=args.device,
-                          patient=args.patient, valid_from=args.valid_from,
-                          valid_to=args.valid_to)
+        out = run_data_op(
+            db,
+            "devices.assign",
+            must_exist=False,
+            device=args.device,
+            patient=args.patient,
+            valid_from=args.valid_from,
+            valid_to=args.valid_to,
+        )
         print(f"assigned {out['device']} to {out['patient']} (assignment {out['assignment_id']})")
     elif args.action == "unassign":
         run_data_op(db, "devices.unassign", device=args.device, at=args.at)
@@ -218,6 +235,163 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_readings(args: argparse.Namespace) -> int:
     """``readings``: the newest stored readings."""
-    print_table(run_data_op(_db_path(args), "readings", patient=args.patient,
-                            metric=args.metric, limit=args.limit))
+    print_table(
+        run_data_op(
+            _db_path(args), "readings", patient=args.patient, metric=args.metric, limit=args.limit
+        )
+    )
+    return 0
+
+
+# -- simulators and the demo ----------------------------------------------------------------
+
+SHIPPED_SCENARIOS = Path(__file__).resolve().parent.parent / "simulators" / "scenarios"
+DEMO_DB = Path("demo.duckdb")
+ASSIGNED_SINCE = "2000-01-01T00:00:00Z"
+
+
+def fleet_config(
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    **extra: Any,
+) -> Any:
+    """A FleetConfig from the simulate/demo options."""
+    from simulators import FleetConfig
+
+    options: dict[str, Any] = {
+        "patients": args.patients,
+        "seed": args.seed,
+        "scenario": args.scenario,
+        "rate": args.rate,
+    }
+    options.update(extra)
+    return FleetConfig(host=host, port=port, username=user, password=password, **options)
+
+
+async def assign_fleet(store: DuckDbStore, plan: Any) -> int:
+    """Register and assign every simulated device to its patient (idempotent)."""
+    from pipeline import registry
+
+    current = await asyncio.to_thread(registry.assignments_frame, store)
+    have = set(zip(current["device_id"].to_list(), current["patient_id"].to_list(), strict=True))
+    since = datetime.fromisoformat(ASSIGNED_SINCE)
+    made = 0
+    for device in plan.devices:
+        if (device.device_id, device.patient_id) in have:
+            continue
+        await asyncio.to_thread(registry.register_device, store, device.device_id, device.kind)
+        await asyncio.to_thread(registry.assign, store, device.device_id, device.patient_id, since)
+        made += 1
+    return made
+
+
+async def cmd_simulate(args: argparse.Namespace) -> int:
+    """Publish a simulated fleet until its duration ends or Ctrl-C."""
+    from simulators import Fleet, plan_fleet
+
+    mqtt = parse_broker_url(args.broker, MqttConfig())
+    config = fleet_config(
+        args,
+        mqtt.host,
+        mqtt.port,
+        user=mqtt.username,
+        password=mqtt.password,
+        acceleration=args.acceleration,
+        duration_s=args.duration,
+        event_log=args.event_log,
+        client_id="vitalwire-simulator",
+    )
+    plan = plan_fleet(config)
+    if args.assign:
+        db = _db_path(args)
+        for device in plan.devices:
+            try:
+                run_data_op(
+                    db,
+                    "devices.assign",
+                    must_exist=False,
+                    device=device.device_id,
+                    patient=device.patient_id,
+                    valid_from=ASSIGNED_SINCE,
+                )
+            except PipelineError as exc:
+                if "overlap" not in str(exc):
+                    raise
+        print(f"assigned {len(plan.devices)} devices in {db}", file=sys.stderr)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with Fleet(config) as fleet:
+        print(
+            f"simulating {len(plan.patients)} patients, {len(plan.devices)} devices -> "
+            f"{mqtt.host}:{mqtt.port}",
+            file=sys.stderr,
+        )
+        await fleet.run_until(stop)
+    print(f"published {fleet.published} messages ({fleet.errors} failed)", file=sys.stderr)
+    return 0 if fleet.errors == 0 else 1
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded broker + simulated fleet + service, with a live progress line."""
+    from simulators import Fleet
+    from vitalwire.broker import start_embedded_broker
+    from vitalwire.control import ControlServer
+
+    broker = None
+    if args.broker:
+        mqtt = parse_broker_url(args.broker, MqttConfig(client_id="vitalwire-demo"))
+    else:
+        broker = await asyncio.to_thread(start_embedded_broker, 1883)
+        mqtt = MqttConfig(host=broker.host, port=broker.port, client_id="vitalwire-demo")
+        print(f"embedded MQTT broker on {broker.host}:{broker.port}", file=sys.stderr)
+    db = Path(args.db) if args.db else DEMO_DB
+    config = load_config(args.config).with_overrides(
+        mqtt=mqtt, store=StoreConfig(path=db), progress_s=1.0
+    )
+    scenario = args.scenario or SHIPPED_SCENARIOS / "demo.toml"
+    fleet_cfg = fleet_config(
+        args,
+        mqtt.host,
+        mqtt.port,
+        scenario=scenario,
+        event_log=db.with_suffix(".events.jsonl"),
+        client_id="vitalwire-demo-devices",
+    )
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    try:
+        async with Service(config) as svc, ControlServer(svc):
+            fleet = Fleet(fleet_cfg)
+            await assign_fleet(svc.store, fleet.plan)
+            await svc.refresh_assignments()
+            if svc.receiver is not None and not await svc.receiver.wait_connected(15):
+                raise ConfigError(f"demo: cannot reach the broker at {mqtt.host}:{mqtt.port}")
+            async with fleet:
+                print(
+                    f"demo: {len(fleet.plan.patients)} patients, {len(fleet.plan.devices)} devices,"
+                    f" scenario {scenario.name}; data in {db} (Ctrl-C to stop)\n"
+                    f"  in another terminal: vitalwire readings --db {db}\n"
+                    f"                       vitalwire quarantine summary --db {db}",
+                    file=sys.stderr,
+                )
+                runner = asyncio.create_task(fleet.run_until(stop))
+                if args.duration:
+                    asyncio.get_running_loop().call_later(args.duration, stop.set)
+                await _run_until_stopped(svc, stop, 1.0, live=sys.stderr.isatty())
+                stop.set()
+                await runner
+            print(f"demo: published {fleet.published} messages; draining", file=sys.stderr)
+        s = svc.stats
+        print(
+            f"demo: stored {s.stored} readings, quarantined {s.quarantined} "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(s.by_reason.items())) or 'none'})",
+            file=sys.stderr,
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
     return 0

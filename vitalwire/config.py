@@ -128,9 +128,7 @@ def load_config(path: Path | None) -> ServiceConfig:
         raw = data["routes"]
         if not isinstance(raw, list):
             raise ConfigError(f"{path}: [[routes]] must be an array of tables")
-        routes = tuple(
-            _section(Route, item, f"{path}: routes[{i}]") for i, item in enumerate(raw)
-        )
+        routes = tuple(_section(Route, item, f"{path}: routes[{i}]") for i, item in enumerate(raw))
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict) or set(profiles) - {"dirs"}:
         raise ConfigError(f"{path}: [profiles] takes only 'dirs' (a list of folders)")
@@ -145,8 +143,12 @@ def load_config(path: Path | None) -> ServiceConfig:
     service = data.get("service", {})
     if not isinstance(service, dict) or set(service) - {"progress_s", "store_lock_wait_s"}:
         raise ConfigError(f"{path}: [service] takes only 'progress_s' and 'store_lock_wait_s'")
-    progress = _coerce(service.get("progress_s", base.progress_s), float,
-                       f"{path}: [service].progress_s")
-    lock_wait = _coerce(service.get("store_lock_wait_s", base.store_lock_wait_s), float,
-                        f"{path}: [service].store_lock_wait_s")
+    progress = _coerce(
+        service.get("progress_s", base.progress_s), float, f"{path}: [service].progress_s"
+    )
+    lock_wait = _coerce(
+        service.get("store_lock_wait_s", base.store_lock_wait_s),
+        float,
+        f"{path}: [service].store_lock_wait_s",
+    )
     return ServiceConfig(mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
-from pipeline.errors import PipelineError, PermanentStoreError
+from pipeline.errors import PermanentStoreError, PipelineError
 from vitalwire.operations import OPERATIONS, DataContext
 from vitalwire.service import Service
 

@@ -61,8 +61,13 @@ def rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return [{k: _jsonable(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
 
 
-async def devices_assign(ctx: DataContext, device: str, patient: str,
-                         valid_from: str | None = None, valid_to: str | None = None) -> dict[str, Any]:
+async def devices_assign(
+    ctx: DataContext,
+    device: str,
+    patient: str,
+    valid_from: str | None = None,
+    valid_to: str | None = None,
+) -> dict[str, Any]:
     """Assign a device to a patient over [from, to)."""
     start = parse_time(valid_from, "--from")
     end = parse_time(valid_to, "--to")
@@ -84,8 +89,9 @@ async def devices_list(ctx: DataContext, device: str | None = None) -> list[dict
     return rows(frame)
 
 
-async def quarantine_list(ctx: DataContext, reason: str | None = None,
-                          limit: int = 50) -> list[dict[str, Any]]:
+async def quarantine_list(
+    ctx: DataContext, reason: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
     """Quarantined rows, newest first."""
     frame = await asyncio.to_thread(
         quarantine.list_quarantine, ctx.store, reason_code=reason, limit=limit
@@ -114,14 +120,20 @@ async def quarantine_replay(ctx: DataContext) -> dict[str, Any]:
         requarantined += result.quarantined
         replayed += len(ids)
         after = max(ids)
-    return {"replayed": replayed, "stored": stored, "duplicates": duplicates,
-            "quarantined_again": requarantined}
+    return {
+        "replayed": replayed,
+        "stored": stored,
+        "duplicates": duplicates,
+        "quarantined_again": requarantined,
+    }
 
 
-async def readings(ctx: DataContext, patient: str | None = None, metric: str | None = None,
-                   limit: int = 20) -> list[dict[str, Any]]:
+async def readings(
+    ctx: DataContext, patient: str | None = None, metric: str | None = None, limit: int = 20
+) -> list[dict[str, Any]]:
     """The newest stored readings, optionally of one patient and metric."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     if patient:
         where.append("patient_id = ?")
         params.append(patient)
@@ -130,7 +142,8 @@ async def readings(ctx: DataContext, patient: str | None = None, metric: str | N
         params.append(metric)
     sql = (
         "SELECT patient_id, device_id, metric, value, unit, observed_at, seq, quality "
-        "FROM readings" + (" WHERE " + " AND ".join(where) if where else "")
+        "FROM readings"
+        + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY observed_at DESC LIMIT ?"
     )
     params.append(int(limit))

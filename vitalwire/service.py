@@ -120,8 +120,9 @@ class Service:
             except StoreLocked:
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("database %s is locked by another process; waiting",
-                            self.config.store.path)
+                log.warning(
+                    "database %s is locked by another process; waiting", self.config.store.path
+                )
                 self.store = DuckDbStore(self.config.store)
                 await asyncio.sleep(0.2)
 
@@ -210,4 +211,3 @@ class Service:
         for fn in self._listeners:
             fn(out, result)
         return result
-

@@ -27,7 +27,9 @@ async def take(rx: MqttReceiver, n: int, timeout: float = 10.0) -> list[RawMessa
     return got
 
 
-async def test_unacknowledged_messages_come_back_after_reconnect(mosquitto: MosquittoBroker) -> None:
+async def test_unacknowledged_messages_come_back_after_reconnect(
+    mosquitto: MosquittoBroker,
+) -> None:
     cfg = MqttConfig(port=mosquitto.port, client_id="rx-ack")
     async with MqttReceiver(cfg, ["dev/+/x"]) as rx:
         assert await rx.wait_connected(10)
@@ -70,8 +72,9 @@ async def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
     broker = MosquittoBroker(persistence=True, workdir=tmp_path / "b")
     broker.start()
     try:
-        cfg = MqttConfig(port=broker.port, client_id="rx-restart", reconnect_min_s=0.1,
-                         reconnect_max_s=0.5)
+        cfg = MqttConfig(
+            port=broker.port, client_id="rx-restart", reconnect_min_s=0.1, reconnect_max_s=0.5
+        )
         async with MqttReceiver(cfg, ["r/#"]) as rx:
             assert await rx.wait_connected(10)
             broker.stop()
@@ -92,12 +95,12 @@ async def test_bad_credentials_are_permanent(tmp_path: Path) -> None:
     broker = MosquittoBroker(workdir=tmp_path / "b", password_file=passwd)
     broker.start()
     try:
-        good = MqttConfig(port=broker.port, client_id="rx-good", username="gateway",
-                          password="right")
+        good = MqttConfig(
+            port=broker.port, client_id="rx-good", username="gateway", password="right"
+        )
         async with MqttReceiver(good, ["a/#"]) as rx:
             assert await rx.wait_connected(10)
-        bad = MqttConfig(port=broker.port, client_id="rx-bad", username="gateway",
-                         password="wrong")
+        bad = MqttConfig(port=broker.port, client_id="rx-bad", username="gateway", password="wrong")
         async with MqttReceiver(bad, ["a/#"]) as rx:
             with pytest.raises(PermanentError, match="refused the connection"):
                 await rx.wait_connected(10)

@@ -32,26 +32,52 @@ def vw(device: str, body: object) -> tuple[str, bytes]:
 
 
 def reading(metric: str, value: object, unit: str, seq: int, **extra: object) -> dict[str, object]:
-    return {"device_id": "GM-1", "metric": metric, "value": value, "unit": unit, "ts": TS,
-            "seq": seq, **extra}
+    return {
+        "device_id": "GM-1",
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "ts": TS,
+        "seq": seq,
+        **extra,
+    }
 
 
 GOOD = [
     vw("GM-1", reading("glucose", 5.5, "mmol/L", 1)),
-    vw("GM-1", [reading("heart_rate", 72, "/min", 2), reading("spo2", 0.97, "1", 3),
-                reading("body_temperature", 98.6, "[degF]", 4)]),
+    vw(
+        "GM-1",
+        [
+            reading("heart_rate", 72, "/min", 2),
+            reading("spo2", 0.97, "1", 3),
+            reading("body_temperature", 98.6, "[degF]", 4),
+        ],
+    ),
     native.encode("scale", "SC-1", 1, TS_US, {"body_weight": 150 * 0.45359237}),  # 150.0 lb
-    native.encode("bedside_monitor", "BM-1", 1, TS_US, {
-        "heart_rate": 88, "respiratory_rate": 18, "spo2": 95, "systolic_bp": 121,
-        "diastolic_bp": 79, "mean_bp": 93, "body_temperature": 37.0}),
+    native.encode(
+        "bedside_monitor",
+        "BM-1",
+        1,
+        TS_US,
+        {
+            "heart_rate": 88,
+            "respiratory_rate": 18,
+            "spo2": 95,
+            "systolic_bp": 121,
+            "diastolic_bp": 79,
+            "mean_bp": 93,
+            "body_temperature": 37.0,
+        },
+    ),
     native.encode("smartwatch", "PW-1", 1, TS_US, {"heart_rate": 64, "spo2": 98, "steps": 5123}),
 ]
 GOOD_COUNT = 1 + 3 + 1 + 7 + 3
 
 BAD = {
     "malformed_json": ("vitalwire/v1/devices/GM-1/readings", b'{"device_id": "GM-1", "metric": '),
-    "missing_field": vw("GM-1", {k: v for k, v in reading("heart_rate", 1, "/min", 10).items()
-                                 if k != "value"}),
+    "missing_field": vw(
+        "GM-1", {k: v for k, v in reading("heart_rate", 1, "/min", 10).items() if k != "value"}
+    ),
     "unit_not_accepted": vw("GM-1", reading("heart_rate", 72, "Hz", 11)),
     "bad_value": vw("GM-1", reading("heart_rate", "abc", "/min", 12)),
     "implausible_value": vw("GM-1", reading("heart_rate", 400, "/min", 13)),
@@ -73,8 +99,9 @@ async def test_known_mix_lands_exactly(mosquitto: MosquittoBroker, tmp_path: Pat
     config = service_config(mosquitto, db)
     async with Service(config) as svc:
         for device, patient in [("GM-1", "P1"), ("SC-1", "P2"), ("BM-1", "P3"), ("PW-1", "P4")]:
-            await asyncio.to_thread(registry.assign, svc.store, device, patient,
-                                    datetime.fromtimestamp(0, UTC))
+            await asyncio.to_thread(
+                registry.assign, svc.store, device, patient, datetime.fromtimestamp(0, UTC)
+            )
         await svc.refresh_assignments()
         assert svc.receiver is not None and await svc.receiver.wait_connected(10)
         with Publisher(mosquitto.port) as pub:
@@ -114,7 +141,7 @@ async def test_known_mix_lands_exactly(mosquitto: MosquittoBroker, tmp_path: Pat
     assert len(con_q) == len(BAD)
     by_payload = {row[2]: row for row in con_q}
     for expected_code, (topic, payload) in BAD.items():
-        code, got_topic, _, reason, field = by_payload[payload]
+        code, got_topic, _, reason, _field = by_payload[payload]
         assert got_topic == topic
         if expected_code == "garbage":
             assert code == "malformed_json"

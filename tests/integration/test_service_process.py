@@ -25,14 +25,22 @@ BASE_US = time.time_ns() // 1000 - 3_600_000_000  # an hour ago: all readings in
 
 
 def vitalwire(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vitalwire.cli", *args], capture_output=True,
-                          text=True, timeout=60, check=check)
+    return subprocess.run(
+        [sys.executable, "-m", "vitalwire.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
 
 
 def start_service(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "vitalwire.cli", "run", "--config",
-                                 str(config)], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "vitalwire.cli", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def answering(db: Path) -> bool:
@@ -55,8 +63,14 @@ def write_config(tmp: Path, port: int, db: Path) -> Path:
 
 def message(i: int, device: str = "GM-1", ts_ms: int | None = None) -> tuple[str, bytes]:
     ts = ts_ms if ts_ms is not None else (BASE_US + i * 1000) // 1000
-    body = {"device_id": device, "metric": "heart_rate", "value": 60 + i % 50, "unit": "/min",
-            "ts": ts, "seq": i}
+    body = {
+        "device_id": device,
+        "metric": "heart_rate",
+        "value": 60 + i % 50,
+        "unit": "/min",
+        "ts": ts,
+        "seq": i,
+    }
     return f"vitalwire/v1/devices/{device}/readings", orjson.dumps(body)
 
 
@@ -75,7 +89,9 @@ def wait_ready(db: Path, pub: Publisher, proc: subprocess.Popen[bytes]) -> None:
     wait_until(stored_probe, 30, "the service to store a probe")
 
 
-def test_kill9_restart_stores_every_reading_once(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+def test_kill9_restart_stores_every_reading_once(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
     db = tmp_path / "svc.duckdb"
     cfg = write_config(tmp_path, mosquitto.port, db)
     log = tmp_path / "service.log"
@@ -83,10 +99,12 @@ def test_kill9_restart_stores_every_reading_once(mosquitto: MosquittoBroker, tmp
     total = 4000
     try:
         wait_until(lambda: answering(db), 30, "the control socket")
-        vitalwire("devices", "assign", "GM-1", "P1", "--from", "2000-01-01T00:00:00Z",
-                  "--db", str(db))
-        vitalwire("devices", "assign", "PROBE", "PX", "--from", "2000-01-01T00:00:00Z",
-                  "--db", str(db))
+        vitalwire(
+            "devices", "assign", "GM-1", "P1", "--from", "2000-01-01T00:00:00Z", "--db", str(db)
+        )
+        vitalwire(
+            "devices", "assign", "PROBE", "PX", "--from", "2000-01-01T00:00:00Z", "--db", str(db)
+        )
         with Publisher(mosquitto.port) as pub:
             wait_ready(db, pub, proc)
             sent = 0
@@ -109,8 +127,9 @@ def test_kill9_restart_stores_every_reading_once(mosquitto: MosquittoBroker, tmp
         wait_until(lambda: answering(db), 30, "the restarted service to answer")
 
         def all_stored() -> bool:
-            out = vitalwire("readings", "--db", str(db), "--patient", "P1", "--limit", "100000",
-                            check=False)
+            out = vitalwire(
+                "readings", "--db", str(db), "--patient", "P1", "--limit", "100000", check=False
+            )
             return out.returncode == 0 and len(out.stdout.splitlines()) - 1 >= total
 
         wait_until(all_stored, 120, f"{total} readings stored")
@@ -126,7 +145,9 @@ def test_kill9_restart_stores_every_reading_once(mosquitto: MosquittoBroker, tmp
         "(SELECT count(*) FROM (SELECT seq FROM readings WHERE device_id = 'GM-1' "
         "  GROUP BY seq HAVING count(*) > 1)) FROM readings WHERE device_id = 'GM-1'"
     ).fetchone()
-    seqs = {r[0] for r in con.execute("SELECT seq FROM readings WHERE device_id = 'GM-1'").fetchall()}
+    seqs = {
+        r[0] for r in con.execute("SELECT seq FROM readings WHERE device_id = 'GM-1'").fetchall()
+    }
     con.close()
     assert dupes == 0
     assert rows == distinct == total
@@ -142,8 +163,9 @@ def test_sigterm_drains_and_replay_works_through_the_running_service(
     proc = start_service(cfg, log)
     try:
         wait_until(lambda: answering(db), 30, "the control socket")
-        vitalwire("devices", "assign", "PROBE", "PX", "--from", "2000-01-01T00:00:00Z",
-                  "--db", str(db))
+        vitalwire(
+            "devices", "assign", "PROBE", "PX", "--from", "2000-01-01T00:00:00Z", "--db", str(db)
+        )
         with Publisher(mosquitto.port) as pub:
             wait_ready(db, pub, proc)
             # NEW-1 is not assigned yet: its readings wait in quarantine
@@ -155,8 +177,16 @@ def test_sigterm_drains_and_replay_works_through_the_running_service(
 
             wait_until(quarantined, 30, "20 unassigned readings in quarantine")
             # assign from before the readings, then replay: both through the control socket
-            vitalwire("devices", "assign", "NEW-1", "P7", "--from", "2000-01-01T00:00:00Z",
-                      "--db", str(db))
+            vitalwire(
+                "devices",
+                "assign",
+                "NEW-1",
+                "P7",
+                "--from",
+                "2000-01-01T00:00:00Z",
+                "--db",
+                str(db),
+            )
             out = vitalwire("quarantine", "replay", "--db", str(db))
             assert "replayed 20 quarantined readings: 20 stored" in out.stdout, out.stdout
             again = vitalwire("quarantine", "replay", "--db", str(db))

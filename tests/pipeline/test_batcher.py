@@ -26,7 +26,9 @@ def test_build_batch_columns_and_types() -> None:
         RawReading("D1", "spo2", 0.97, "1", T0 - 5, None, 2),
         RawReading("D2", "glucose", 5.5, "mmol/L", T0 - 9, 2**63 + 1, 0),
     ]
-    batch = build_batch(messages, readings, [0, 0, 1], [(1, Rejection("bad_value", "$.x", "x: no"))])
+    batch = build_batch(
+        messages, readings, [0, 0, 1], [(1, Rejection("bad_value", "$.x", "x: no"))]
+    )
     r = batch.readings
     assert r.schema == READING_SCHEMA
     assert r["device_id"].to_list() == ["D1", "D1", "D2"]
@@ -47,8 +49,10 @@ def test_build_batch_columns_and_types() -> None:
 def test_unknown_metric_goes_to_quarantine_with_payload() -> None:
     batch = build_batch(
         [msg(0, b"raw")],
-        [RawReading("D1", "blood_ph", 7.4, "1", T0, 1, 0),
-         RawReading("D1", "heart_rate", 60.0, "/min", T0, 1, 0)],
+        [
+            RawReading("D1", "blood_ph", 7.4, "1", T0, 1, 0),
+            RawReading("D1", "heart_rate", 60.0, "/min", T0, 1, 0),
+        ],
         [0, 0],
         [],
     )

@@ -23,9 +23,11 @@ def assignments(*rows: tuple[str, str, int, int | None]) -> pl.DataFrame:
             "device_id": [r[0] for r in rows],
             "patient_id": [r[1] for r in rows],
             "valid_from": pl.Series([r[2] for r in rows], dtype=pl.Int64).cast(
-                pl.Datetime("us", "UTC")),
+                pl.Datetime("us", "UTC")
+            ),
             "valid_to": pl.Series([r[3] for r in rows], dtype=pl.Int64).cast(
-                pl.Datetime("us", "UTC")),
+                pl.Datetime("us", "UTC")
+            ),
         }
     )
 
@@ -33,15 +35,25 @@ def assignments(*rows: tuple[str, str, int, int | None]) -> pl.DataFrame:
 ALL = assignments(("D1", "P1", 0, None), ("D2", "P2", 0, None))
 
 
-def run(readings: list[RawReading], assigned: pl.DataFrame = ALL, config: NormalizeConfig | None = None):
+def run(
+    readings: list[RawReading], assigned: pl.DataFrame = ALL, config: NormalizeConfig | None = None
+):
     msgs = [RawMessage("t/x", b"payload-%d" % i, NOW, "mqtt") for i in range(len(readings))]
     batch = build_batch(msgs, readings, list(range(len(readings))), [])
     n = Normalizer.from_catalogue(config=config) if config else N
     return normalize(batch, n, assigned, NOW)
 
 
-def r(metric: str, value: float | None, unit: str, *, device: str = "D1", ts: int = NOW - 1_000_000,
-      seq: int | None = 1, quality: int = 0) -> RawReading:
+def r(
+    metric: str,
+    value: float | None,
+    unit: str,
+    *,
+    device: str = "D1",
+    ts: int = NOW - 1_000_000,
+    seq: int | None = 1,
+    quality: int = 0,
+) -> RawReading:
     return RawReading(device, metric, value, unit, ts, seq, quality)
 
 
@@ -79,7 +91,8 @@ def test_wrong_unit_is_quarantined_naming_unit_and_accepted_list() -> None:
     assert q["reason_code"] == "unit_not_accepted"
     assert q["field"] == "unit"
     assert q["reason"] == (
-        "unit: 'Hz' is not an accepted unit for heart_rate (accepted: /min, {beats}/min, {beat}/min, bpm)"
+        "unit: 'Hz' is not an accepted unit for heart_rate"
+        " (accepted: /min, {beats}/min, {beat}/min, bpm)"
     )
     assert q["payload"] == b"payload-0"
     assert q["value"] == 72.0
@@ -101,24 +114,40 @@ def test_plausible_range_ends_are_included(metric: str, unit: str, low: float, h
 
 def test_plausibility_applies_after_conversion() -> None:
     # 113 degF = 45 Cel (in range); 114 degF = 45.6 Cel (out)
-    out = run([r("body_temperature", 113.0, "[degF]", seq=1), r("body_temperature", 114.0, "[degF]", seq=2)])
+    out = run(
+        [
+            r("body_temperature", 113.0, "[degF]", seq=1),
+            r("body_temperature", 114.0, "[degF]", seq=2),
+        ]
+    )
     assert out.readings["value"].to_list() == [pytest.approx(45.0)]
-    assert out.quarantine["reason"][0].startswith("value: 45.5556 Cel is outside the plausible range")
+    assert out.quarantine["reason"][0].startswith(
+        "value: 45.5556 Cel is outside the plausible range"
+    )
 
 
 def test_absent_value_kept_only_when_flagged() -> None:
-    out = run([r("heart_rate", None, "/min", seq=1, quality=Quality.VALUE_ABSENT),
-               r("heart_rate", None, "/min", seq=2)])
+    out = run(
+        [
+            r("heart_rate", None, "/min", seq=1, quality=Quality.VALUE_ABSENT),
+            r("heart_rate", None, "/min", seq=2),
+        ]
+    )
     assert out.readings["seq"].to_list() == [1]
     assert out.quarantine["reason_code"].to_list() == ["missing_value"]
 
 
 def test_inconsistent_blood_pressure_rejects_the_set() -> None:
     ts = NOW - 10_000_000
-    ok = [r("systolic_bp", 120, "mm[Hg]", ts=ts), r("diastolic_bp", 80, "mm[Hg]", ts=ts),
-          r("mean_bp", 93, "mm[Hg]", ts=ts)]
-    bad = [r("systolic_bp", 90, "mm[Hg]", device="D2", ts=ts),
-           r("diastolic_bp", 95, "mm[Hg]", device="D2", ts=ts)]
+    ok = [
+        r("systolic_bp", 120, "mm[Hg]", ts=ts),
+        r("diastolic_bp", 80, "mm[Hg]", ts=ts),
+        r("mean_bp", 93, "mm[Hg]", ts=ts),
+    ]
+    bad = [
+        r("systolic_bp", 90, "mm[Hg]", device="D2", ts=ts),
+        r("diastolic_bp", 95, "mm[Hg]", device="D2", ts=ts),
+    ]
     out = run(ok + bad)
     assert out.readings["device_id"].to_list() == ["D1"] * 3
     assert out.quarantine["reason_code"].to_list() == ["inconsistent_bp"] * 2
@@ -138,7 +167,9 @@ def test_timestamps_too_far_ahead_or_behind() -> None:
     assert out.quarantine["reason_code"].to_list() == ["future_timestamp", "stale_timestamp"]
     assert out.quarantine["field"].to_list() == ["ts", "ts"]
     when = datetime.fromtimestamp((NOW + 300_000_001) / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    assert out.quarantine["reason"][0] == f"ts: {when} is more than 300 s ahead of the gateway clock"
+    assert (
+        out.quarantine["reason"][0] == f"ts: {when} is more than 300 s ahead of the gateway clock"
+    )
 
 
 def test_readings_resolve_by_their_own_timestamp() -> None:
@@ -169,3 +200,16 @@ def test_first_problem_wins_and_nothing_is_lost() -> None:
     out = run(rows)
     assert out.readings.height + out.quarantine.height == 3
     assert out.quarantine["reason_code"].to_list() == ["unit_not_accepted", "implausible_value"]
+
+
+def test_replayed_readings_skip_only_the_staleness_check() -> None:
+    old = NOW - 400 * 86_400_000_000  # older than max_past_s
+    out = run(
+        [
+            r("heart_rate", 60, "/min", ts=old, seq=1, quality=Quality.REPLAYED),
+            r("heart_rate", 60, "/min", ts=old, seq=2),
+            r("heart_rate", 60, "/min", ts=NOW + 10**9, seq=3, quality=Quality.REPLAYED),
+        ]
+    )
+    assert out.readings["seq"].to_list() == [1]
+    assert out.quarantine["reason_code"].to_list() == ["future_timestamp", "stale_timestamp"]

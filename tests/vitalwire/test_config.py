@@ -69,11 +69,17 @@ def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, me
         ("mqtts://broker", "broker", 8883, True, None, None),
     ],
 )
-def test_broker_url(url: str, host: str, port: int, tls: bool, user: str | None,
-                    password: str | None) -> None:
+def test_broker_url(
+    url: str, host: str, port: int, tls: bool, user: str | None, password: str | None
+) -> None:
     cfg = parse_broker_url(url, MqttConfig())
     assert (cfg.host, cfg.port, cfg.tls, cfg.username, cfg.password) == (
-        host, port, tls, user, password)
+        host,
+        port,
+        tls,
+        user,
+        password,
+    )
 
 
 @pytest.mark.parametrize("url", ["http://x:1", "mqtt://", "mqtt://h:99999"])
