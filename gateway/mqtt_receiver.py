@@ -9,8 +9,9 @@ The session is persistent (clean start off, session expiry > 0), so QoS 1 messag
 while the gateway is down wait at the broker and arrive after restart; messages received but not
 acknowledged before a crash are redelivered (the store de-duplicates them).
 
-Reconnecting is this component's own loop, with exponential backoff and full jitter. Bad
-credentials or a refused TLS handshake are permanent: :meth:`receive` raises them.
+paho's network thread (``loop_start``) reconnects with exponential backoff, re-jittered after
+every loss so that a fleet of gateways does not reconnect in step. Bad credentials or a
+refused TLS handshake are permanent: :meth:`receive` raises them.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class MqttReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._failure: PermanentError | None = None
         self._connected = threading.Event()
         self._client = self._make_client()
@@ -97,8 +98,13 @@ class MqttReceiver:
     async def __aenter__(self) -> MqttReceiver:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._thread = threading.Thread(target=self._run, name="mqtt-receiver", daemon=True)
-        self._thread.start()
+        self._jitter_backoff()
+        await asyncio.to_thread(self._first_connect)
+        if self._failure is None:
+            # paho's own network thread: client calls from other threads (ack, disconnect)
+            # are then only queued for it, never written to the socket concurrently.
+            self._client.loop_start()
+            self._started = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -114,8 +120,8 @@ class MqttReceiver:
         self._closed = True
         self._stopping.set()
         self._client.disconnect()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10.0)
+        if self._started:
+            await asyncio.to_thread(self._client.loop_stop)
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the first connection is up; False on timeout. Raises permanent failures."""
@@ -182,7 +188,7 @@ class MqttReceiver:
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
+            reconnect_on_failure=True,
             manual_ack=True,
         )
         if cfg.username is not None:
@@ -205,36 +211,39 @@ class MqttReceiver:
         props.ReceiveMaximum = self.config.receive_maximum
         return props
 
-    def _run(self) -> None:
+    def _first_connect(self) -> None:
+        """One direct attempt: TLS and address errors surface here, before the loop retries."""
         cfg = self.config
-        delay = cfg.reconnect_min_s
-        while not self._stopping.is_set():
-            try:
-                self._client.connect(
-                    cfg.host,
-                    cfg.port,
-                    keepalive=cfg.keepalive_s,
-                    clean_start=False,
-                    properties=self._connect_properties(),
-                )
-            except ssl.SSLError as exc:
-                self._fail(f"TLS handshake with {cfg.host}:{cfg.port} failed: {exc}")
-                return
-            except OSError as exc:
-                self.stats.connect_failures += 1
-                self.stats.last_error = f"cannot reach {cfg.host}:{cfg.port}: {exc}"
-                log.warning("%s; retrying in up to %.1fs", self.stats.last_error, delay)
-                self._stopping.wait(random.uniform(0, delay))
-                delay = min(delay * 2, cfg.reconnect_max_s)
-                continue
-            self._client.loop_forever()
-            if self._failure is not None:
-                return
-            if self._connected.is_set() or self.stats.connects:
-                delay = cfg.reconnect_min_s
-            if not self._stopping.is_set():
-                self._stopping.wait(random.uniform(0, delay))
-                delay = min(delay * 2, cfg.reconnect_max_s)
+        try:
+            self._client.connect(
+                cfg.host,
+                cfg.port,
+                keepalive=cfg.keepalive_s,
+                clean_start=False,
+                properties=self._connect_properties(),
+            )
+        except ssl.SSLError as exc:
+            self._fail(f"TLS handshake with {cfg.host}:{cfg.port} failed: {exc}")
+        except OSError as exc:
+            # Broker not up yet: paho's loop keeps retrying with our (jittered) backoff.
+            self.stats.connect_failures += 1
+            self.stats.last_error = f"cannot reach {cfg.host}:{cfg.port}: {exc}"
+            log.warning("%s; retrying", self.stats.last_error)
+            self._client.connect_async(
+                cfg.host,
+                cfg.port,
+                keepalive=cfg.keepalive_s,
+                clean_start=False,
+                properties=self._connect_properties(),
+            )
+
+    def _jitter_backoff(self) -> None:
+        """Full jitter on paho's exponential reconnect delay, so gateways do not stampede."""
+        cfg = self.config
+        # paho's arithmetic takes float seconds although its hints say int.
+        low: Any = random.uniform(cfg.reconnect_min_s / 2, cfg.reconnect_min_s)
+        high: Any = random.uniform(cfg.reconnect_max_s / 2, cfg.reconnect_max_s)
+        self._client.reconnect_delay_set(min_delay=low, max_delay=max(high, low))
 
     def _fail(self, message: str) -> None:
         self.stats.last_error = message
@@ -281,9 +290,10 @@ class MqttReceiver:
         self.stats.connected = False
         self.stats.disconnects += 1
         self._generation += 1  # tokens of the lost connection must not be acked on the next one
-        if not self._stopping.is_set():
+        if not self._stopping.is_set() and self._failure is None:
             self.stats.last_error = f"disconnected: {reason}"
             log.warning("MQTT connection lost (%s); reconnecting", reason)
+            self._jitter_backoff()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._buf.append(

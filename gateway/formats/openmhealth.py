@@ -13,11 +13,19 @@ has no sequence numbers, so ``seq`` is ``None``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from gateway.errors import DecodeError
-from gateway.formats.base import DecodeContext, DecodeResult, parse_rfc3339, require_number
-from gateway.formats.vitalwire_json import check_time, describe, load_json
+from gateway.formats.base import (
+    DecodeContext,
+    DecodeResult,
+    check_time,
+    describe,
+    load_json,
+    parse_rfc3339,
+    require_number,
+)
 from gateway.records import RawReading, Rejection
 
 __all__ = [
@@ -207,7 +215,7 @@ def _time_string(parent: dict[str, object], key: str, at: str) -> int | None:
         raise DecodeError(
             "bad_timestamp", f"{field}: expected an RFC 3339 string, got {describe(value)}", field
         )
-    return check_time(parse_rfc3339(value, field), field)
+    return parse_rfc3339(value, field)
 
 
 def _duration_us(interval: dict[str, object], at: str) -> int:
@@ -226,7 +234,12 @@ def _duration_us(interval: dict[str, object], at: str) -> int:
             f"{field}.unit: expected one of {', '.join(_DURATION_US)}, got {describe(unit)}",
             f"{field}.unit",
         )
-    return round(value * scale)
+    us = value * scale
+    if not math.isfinite(us):  # a finite float so large that scaling overflows
+        raise DecodeError(
+            "bad_timestamp", f"{at}: a {value!r} {unit} duration ends outside years 1-9999", at
+        )
+    return round(us)
 
 
 def _effective_time(body: dict[str, object], at: str) -> int:

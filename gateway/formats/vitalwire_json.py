@@ -8,101 +8,30 @@ One reading object, or an array of them, per message::
 ``device_id`` may be left out when the route captures ``{device_id}`` from the topic; when both
 are present they must agree. ``ts`` is RFC 3339 with an offset or epoch milliseconds; ``seq`` is
 optional. Each object is decoded on its own, so one bad reading never costs the others.
-
-This module also holds the field rules the other JSON formats share (:func:`load_json`,
-:func:`parse_seq`, :func:`parse_epoch_s`, :func:`check_time`, :func:`describe`).
 """
 
 from __future__ import annotations
 
-import math
-
-import orjson
-
 from gateway.errors import DecodeError
-from gateway.formats.base import DecodeContext, DecodeResult, parse_timestamp, require_number
+from gateway.formats.base import (
+    DecodeContext,
+    DecodeResult,
+    describe,
+    load_json,
+    parse_seq,
+    parse_timestamp,
+    require_number,
+)
 from gateway.records import RawReading, Rejection
 
 __all__ = [
     "DEFAULT_TOPIC",
     "FORMAT",
-    "MAX_TIME_US",
-    "MIN_TIME_US",
-    "SEQ_LIMIT",
-    "check_time",
     "decode_vitalwire",
-    "describe",
-    "load_json",
-    "parse_epoch_s",
-    "parse_seq",
 ]
 
 FORMAT = "vitalwire"
 DEFAULT_TOPIC = "vitalwire/v1/devices/{device_id}/readings"
-
-SEQ_LIMIT = 2**64
-"""Sequence numbers are unsigned 64-bit: ``0 <= seq < SEQ_LIMIT``."""
-
-MIN_TIME_US = -62_135_596_800_000_000
-"""0001-01-01T00:00:00Z in epoch microseconds: the earliest time a reading may carry."""
-MAX_TIME_US = 253_402_300_799_999_999
-"""9999-12-31T23:59:59.999999Z in epoch microseconds: the latest."""
-
-
-def load_json(payload: bytes) -> object:
-    """Parse a payload with ``orjson``; :class:`DecodeError` ``malformed_json`` when it is not."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("malformed_json", f"$: payload is not valid JSON: {exc}", "$") from None
-
-
-def describe(value: object) -> str:
-    """A JSON value's kind for error messages: ``string 'abc'``, ``number 5``, ``null``..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return f"string {text!r}"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def parse_seq(value: object, field: str) -> int:
-    """A sequence number: an integer with ``0 <= seq < 2**64``, else ``bad_value``."""
-    if type(value) is not int or not 0 <= value < SEQ_LIMIT:
-        raise DecodeError(
-            "bad_value",
-            f"{field}: expected an integer from 0 to 2**64-1, got {describe(value)}",
-            field,
-        )
-    return value
-
-
-def check_time(us: int, field: str) -> int:
-    """``us`` when it lies in years 1 to 9999, else ``bad_timestamp``."""
-    if not MIN_TIME_US <= us <= MAX_TIME_US:
-        raise DecodeError("bad_timestamp", f"{field}: {us} µs is outside years 1-9999", field)
-    return us
-
-
-def parse_epoch_s(value: object, field: str) -> int:
-    """Epoch seconds (int or float) -> UTC microseconds since the epoch, range-checked."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError(
-            "bad_timestamp", f"{field}: expected epoch seconds, got {describe(value)}", field
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise DecodeError("bad_timestamp", f"{field}: {value!r} is not a finite time", field)
-    us = value * 1_000_000 if isinstance(value, int) else round(value * 1_000_000)
-    return check_time(us, field)
 
 
 def _require(item: dict[str, object], key: str, prefix: str) -> object:
@@ -148,7 +77,7 @@ def _reading(item: object, prefix: str, ctx: DecodeContext) -> RawReading:
     value = require_number(_require(item, "value", prefix), f"{prefix}.value")
     unit = _string(item, "unit", prefix)
     ts = _require(item, "ts", prefix)
-    observed_at_us = check_time(parse_timestamp(ts, f"{prefix}.ts"), f"{prefix}.ts")
+    observed_at_us = parse_timestamp(ts, f"{prefix}.ts")
     seq = parse_seq(item["seq"], f"{prefix}.seq") if "seq" in item else None
     return RawReading(device_id, metric, value, unit, observed_at_us, seq)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import DecodeError
-from gateway.formats.base import DecodeContext
-from gateway.formats.vitalwire_json import decode_vitalwire, parse_epoch_s, parse_seq
+from gateway.formats.base import DecodeContext, parse_epoch_ms, parse_epoch_s, parse_seq
+from gateway.formats.vitalwire_json import decode_vitalwire
 from gateway.records import RawReading, Rejection
 
 TOPIC_CTX = DecodeContext("vitalwire/v1/devices/gm-1/readings", "gm-1", 0)
@@ -175,3 +175,21 @@ def test_parse_seq_and_epoch_s() -> None:
         parse_seq(2**64, "$.seq")
     with pytest.raises(DecodeError, match=r"\$\.t: expected epoch seconds, got string '1'"):
         parse_epoch_s("1", "$.t")
+
+
+def test_epoch_times_too_large_to_scale_are_bad_timestamps() -> None:
+    for parse in (parse_epoch_ms, parse_epoch_s):
+        with pytest.raises(DecodeError) as info:
+            parse(1e306, "$.t")
+        assert info.value.reason_code == "bad_timestamp"
+        assert info.value.field == "$.t"
+        assert str(info.value) == "$.t: 1e+306 is outside years 1-9999"
+
+
+def test_huge_epoch_ms_time_is_one_rejection() -> None:
+    payload = b'{"metric": "glucose", "value": 5.4, "unit": "mmol/L", "ts": 1e306}'
+    result = decode_vitalwire(payload, TOPIC_CTX)
+    assert result.readings == []
+    assert result.rejections == [
+        Rejection("bad_timestamp", "$.ts", "$.ts: 1e+306 is outside years 1-9999", "gm-1")
+    ]
