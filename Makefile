@@ -39,6 +39,7 @@ test: $(TSTAMP) system-deps
 ## Benchmarks (prints throughput, latency percentiles, memory, ratios against baselines).
 bench: $(TSTAMP) system-deps
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/fhir.py
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check .

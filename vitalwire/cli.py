@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.errors import GatewayError
 from pipeline.errors import PipelineError
+from pipeline.fhir import cli as fhir_cli
 
 __all__ = ["main"]
 
@@ -41,11 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--broker", help="override the broker: mqtt://[user:pass@]host:port or mqtts://"
     )
+    run.add_argument("--fhir-url", help="override the FHIR endpoint of the EHR")
     _add_db(run)
 
     demo = sub.add_parser("demo", help="live demo: embedded broker, simulated devices, service")
     demo.add_argument("--config", type=Path, help="TOML config file for the service part")
     demo.add_argument("--broker", help="use this broker instead of starting one")
+    demo.add_argument("--fhir-url", help="export Observations to this FHIR endpoint")
     demo.add_argument("--patients", type=int, default=16, help="simulated patients (default 16)")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
     demo.add_argument("--scenario", type=Path, help="scenario file (default: the shipped demo)")
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     qr = qsub.add_parser("replay", help="store readings of devices assigned since they arrived")
     _add_db(qr)
 
+    fhir_cli.add_arguments(sub)
+
     r = sub.add_parser("readings", help="query stored readings")
     r.add_argument("--patient")
     r.add_argument("--metric")
@@ -114,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from vitalwire import commands
 
     try:

@@ -28,6 +28,7 @@ from vitalwire.service import Service
 __all__ = [
     "cmd_demo",
     "cmd_devices",
+    "cmd_fhir",
     "cmd_quarantine",
     "cmd_readings",
     "cmd_run",
@@ -62,6 +63,8 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
         config = config.with_overrides(mqtt=parse_broker_url(args.broker, config.mqtt))
     if getattr(args, "db", None):
         config = config.with_overrides(store=dataclasses.replace(config.store, path=args.db))
+    if getattr(args, "fhir_url", None):
+        config = config.with_overrides(fhir=config.fhir.with_url(args.fhir_url))
     return config
 
 
@@ -73,7 +76,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def progress_line(
-    svc: Service, started: float, last: tuple[float, int]
+    svc: Service, started: float, last: tuple[float, int], outbox: int | None = None
 ) -> tuple[str, tuple[float, int]]:
     """One status line: current and average rate, totals."""
     now = time.monotonic()
@@ -82,8 +85,11 @@ def progress_line(
     current = (s.stored - last[1]) / dt
     line = (
         f"readings/s {current:8.0f} | stored {s.stored:9d} | quarantined {s.quarantined:6d}"
-        f" | duplicates {s.duplicates:5d} | messages {s.messages:8d} | up {now - started:6.0f}s"
+        f" | duplicates {s.duplicates:5d} | messages {s.messages:8d}"
     )
+    if outbox is not None:
+        line += f" | fhir outbox {outbox}" + ("" if svc.config.fhir.url else " (no EHR)")
+    line += f" | up {now - started:6.0f}s"
     return line, (now, s.stored)
 
 
@@ -101,7 +107,8 @@ async def _run_until_stopped(
                 waiter.result()  # re-raise a failure of the service
                 return
             if progress_s > 0 and not stop.is_set():
-                line, last = progress_line(svc, started, last)
+                outbox = await svc.fhir.outbox_size() if svc.fhir is not None else None
+                line, last = progress_line(svc, started, last, outbox)
                 if live:
                     print("\r" + line, end="", file=sys.stderr, flush=True)
                 else:
@@ -233,6 +240,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fhir(args: argparse.Namespace) -> int:
+    """``fhir status|retry|dead-letter``."""
+    from pipeline.fhir import cli as fhir_cli
+
+    return fhir_cli.run(args, run_data_op=run_data_op)
+
+
 def cmd_readings(args: argparse.Namespace) -> int:
     """``readings``: the newest stored readings."""
     print_table(
@@ -352,6 +366,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(args.config).with_overrides(
         mqtt=mqtt, store=StoreConfig(path=db), progress_s=1.0
     )
+    if args.fhir_url:
+        config = config.with_overrides(fhir=config.fhir.with_url(args.fhir_url))
     scenario = args.scenario or SHIPPED_SCENARIOS / "demo.toml"
     fleet_cfg = fleet_config(
         args,

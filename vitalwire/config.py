@@ -19,6 +19,7 @@ from gateway.config import MqttConfig
 from gateway.errors import ConfigError
 from gateway.formats.router import DEFAULT_ROUTES, Route
 from pipeline.batcher import BatchConfig
+from pipeline.fhir.config import FhirConfig, load_fhir_config
 from pipeline.normalize import NormalizeConfig
 from pipeline.store import StoreConfig
 
@@ -41,6 +42,7 @@ class ServiceConfig:
         progress_s: Seconds between progress lines in the log (0 = none).
         store_lock_wait_s: At start, how long to wait for another process (a CLI command) to
             release the database file before giving up.
+        fhir: FHIR export to the EHR (endpoint, auth, bundle size, per-metric policy).
     """
 
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -51,6 +53,7 @@ class ServiceConfig:
     profile_dirs: tuple[Path, ...] = ()
     progress_s: float = 5.0
     store_lock_wait_s: float = 10.0
+    fhir: FhirConfig = field(default_factory=FhirConfig)
 
     def with_overrides(self, **changes: Any) -> ServiceConfig:
         """A copy with some sub-configs replaced (``mqtt=...``, ``store=...``)."""
@@ -110,7 +113,7 @@ def load_config(path: Path | None) -> ServiceConfig:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    known = {"mqtt", "store", "batch", "normalize", "routes", "profiles", "service"}
+    known = {"mqtt", "store", "batch", "normalize", "routes", "profiles", "service", "fhir"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -151,4 +154,7 @@ def load_config(path: Path | None) -> ServiceConfig:
         float,
         f"{path}: [service].store_lock_wait_s",
     )
-    return ServiceConfig(mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait)
+    fhir = load_fhir_config(data.get("fhir", {}), f"{path}: [fhir]", Path(path).parent)
+    return ServiceConfig(
+        mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait, fhir
+    )

@@ -29,6 +29,7 @@ from gateway.mqtt_receiver import MqttReceiver
 from pipeline.batcher import Batcher, MessageSource
 from pipeline.catalogue import catalogue
 from pipeline.errors import StoreLocked
+from pipeline.fhir.exporter import FhirExporter
 from pipeline.normalize import Normalizer
 from pipeline.readings import ReadingBatch
 from pipeline.store import DuckDbStore, WriteResult
@@ -90,6 +91,7 @@ class Service:
         self.stats = ServiceStats()
         self.store = DuckDbStore(config.store)
         self.receiver: MqttReceiver | None = None
+        self.fhir: FhirExporter | None = None
         self._source = source
         self._listeners: list[BatchListener] = []
         self._stack = contextlib.AsyncExitStack()
@@ -128,6 +130,11 @@ class Service:
 
     async def __aenter__(self) -> Service:
         await self._open_store()
+        # The exporter's outbox is written in the store's transaction; it stops after the
+        # receiver (it finishes the Bundle in flight) and before the store closes.
+        self.fhir = await self._stack.enter_async_context(
+            FhirExporter(self.config.fhir, self.store)
+        )
         await self.refresh_assignments()
         if self._source is None:
             self.receiver = MqttReceiver(self.config.mqtt, self.router.subscriptions())
