@@ -40,6 +40,7 @@ test: $(TSTAMP) system-deps
 bench: $(TSTAMP) system-deps
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/fhir.py
+	$(PY) benchmarks/ble.py
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check .

@@ -71,6 +71,7 @@ class Quality(enum.IntFlag):
     VALUE_ABSENT = 8  # device sent a special value (NaN, NRes, INF); value is null
     CONVERTED = 16  # value converted from another unit on the way in
     REPLAYED = 32  # stored by ``quarantine replay`` after a late assignment
+    CLOCK_SKEW = 64  # device clock differs from the gateway's by more than the allowed skew
 
 
 READING_SCHEMA: pl.Schema = pl.Schema(

@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.ble import cli as ble_cli
 from gateway.errors import GatewayError
 from pipeline.errors import PipelineError
 from pipeline.fhir import cli as fhir_cli
+from simulators.ble.cli import add_ble_arguments
 
 __all__ = ["main"]
 
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(qr)
 
     fhir_cli.add_arguments(sub)
+    ble_cli.add_arguments(sub)
+    add_ble_arguments(sim)
 
     r = sub.add_parser("readings", help="query stored readings")
     r.add_argument("--patient")

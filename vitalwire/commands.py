@@ -26,6 +26,7 @@ from vitalwire.operations import OPERATIONS, DataContext
 from vitalwire.service import Service
 
 __all__ = [
+    "cmd_ble",
     "cmd_demo",
     "cmd_devices",
     "cmd_fhir",
@@ -303,7 +304,23 @@ async def assign_fleet(store: DuckDbStore, plan: Any) -> int:
     return made
 
 
-async def cmd_simulate(args: argparse.Namespace) -> int:
+def cmd_ble(args: argparse.Namespace) -> int:
+    """``ble decode UUID HEX``."""
+    from gateway.ble import cli as ble_cli
+
+    return ble_cli.run(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> Any:
+    """Virtual devices: MQTT publishers, or BLE peripherals with ``--ble``."""
+    if args.ble:
+        from simulators.ble.cli import run_ble
+
+        return run_ble(args)
+    return _simulate_mqtt(args)
+
+
+async def _simulate_mqtt(args: argparse.Namespace) -> int:
     """Publish a simulated fleet until its duration ends or Ctrl-C."""
     from simulators import Fleet, plan_fleet
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.ble.config import BleConfig, load_ble_config
 from gateway.config import MqttConfig
 from gateway.errors import ConfigError
 from gateway.formats.router import DEFAULT_ROUTES, Route
@@ -43,6 +44,7 @@ class ServiceConfig:
         store_lock_wait_s: At start, how long to wait for another process (a CLI command) to
             release the database file before giving up.
         fhir: FHIR export to the EHR (endpoint, auth, bundle size, per-metric policy).
+        ble: BLE devices to connect (none by default) and the BLE backend.
     """
 
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -54,6 +56,7 @@ class ServiceConfig:
     progress_s: float = 5.0
     store_lock_wait_s: float = 10.0
     fhir: FhirConfig = field(default_factory=FhirConfig)
+    ble: BleConfig = field(default_factory=BleConfig)
 
     def with_overrides(self, **changes: Any) -> ServiceConfig:
         """A copy with some sub-configs replaced (``mqtt=...``, ``store=...``)."""
@@ -113,7 +116,7 @@ def load_config(path: Path | None) -> ServiceConfig:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    known = {"mqtt", "store", "batch", "normalize", "routes", "profiles", "service", "fhir"}
+    known = {"mqtt", "store", "batch", "normalize", "routes", "profiles", "service", "fhir", "ble"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -155,6 +158,7 @@ def load_config(path: Path | None) -> ServiceConfig:
         f"{path}: [service].store_lock_wait_s",
     )
     fhir = load_fhir_config(data.get("fhir", {}), f"{path}: [fhir]", Path(path).parent)
+    ble = load_ble_config(data.get("ble", {}), f"{path}: [ble]", Path(path).parent)
     return ServiceConfig(
-        mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait, fhir
+        mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait, fhir, ble
     )

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from gateway.ble.receiver import BleReceiver
 from gateway.formats.profiles import load_profiles
 from gateway.formats.router import Router, load_default_profiles
 from gateway.mqtt_receiver import MqttReceiver
+from gateway.sources import MergedSource, Receiver
 from pipeline.batcher import Batcher, MessageSource
 from pipeline.catalogue import catalogue
 from pipeline.errors import StoreLocked
@@ -92,6 +94,7 @@ class Service:
         self.store = DuckDbStore(config.store)
         self.receiver: MqttReceiver | None = None
         self.fhir: FhirExporter | None = None
+        self.ble: BleReceiver | None = None
         self._source = source
         self._listeners: list[BatchListener] = []
         self._stack = contextlib.AsyncExitStack()
@@ -128,6 +131,22 @@ class Service:
                 self.store = DuckDbStore(self.config.store)
                 await asyncio.sleep(0.2)
 
+    async def _open_receivers(self) -> MessageSource:
+        """The MQTT receiver, plus the BLE receiver when BLE devices are configured."""
+        self.receiver = MqttReceiver(self.config.mqtt, self.router.subscriptions())
+        receivers: list[Receiver] = [await self._stack.enter_async_context(self.receiver)]
+        if self.config.ble.devices:
+            from simulators.ble.backend import open_backends
+
+            central, scanner, client = await open_backends(self.config.ble.backend)
+            if central is not None:
+                self._stack.push_async_exit(central)
+            self.ble = BleReceiver(self.config.ble, scanner_backend=scanner, client_backend=client)
+            receivers.append(await self._stack.enter_async_context(self.ble))
+        if len(receivers) == 1:
+            return receivers[0]
+        return await self._stack.enter_async_context(MergedSource(receivers))
+
     async def __aenter__(self) -> Service:
         await self._open_store()
         # The exporter's outbox is written in the store's transaction; it stops after the
@@ -137,8 +156,7 @@ class Service:
         )
         await self.refresh_assignments()
         if self._source is None:
-            self.receiver = MqttReceiver(self.config.mqtt, self.router.subscriptions())
-            self._source = await self._stack.enter_async_context(self.receiver)
+            self._source = await self._open_receivers()
         self._batcher = Batcher(self._source, self.router.decode, self.config.batch)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="batcher"),
@@ -200,12 +218,9 @@ class Service:
         assert self._assignments is not None
         out = self.normalizer(batch, self._assignments, self.clock_us())
         result = await self.store.write(out)
-        if self.receiver is not None:
-            self.receiver.ack(tokens)
-        else:
-            ack = getattr(self._source, "ack", None)
-            if ack is not None:
-                ack(tokens)
+        ack = getattr(self._source, "ack", None)
+        if ack is not None:
+            ack(tokens)
         s = self.stats
         s.messages += batch.messages.height
         s.batches += 1

@@ -70,6 +70,7 @@ class BleConfig:
             per device; ``None`` keeps it in memory (a restart then syncs every record).
         scan_services: 16-bit service UUIDs scanned for.
         find_timeout_s: How long to wait for an advertisement before trying again.
+        connect_timeout_s: Timeout of one connection attempt.
         connect_attempts: ``max_attempts`` of bleak-retry-connector per connection.
         reconnect_min_s: First delay after a failed connection; doubles, with jitter.
         reconnect_max_s: Largest delay between connection attempts.
@@ -85,6 +86,7 @@ class BleConfig:
     state_path: Path | None = None
     scan_services: tuple[int, ...] = HEALTH_SERVICES
     find_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
     connect_attempts: int = 4
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -92,8 +94,9 @@ class BleConfig:
     resync_s: float = 60.0
     max_clock_skew_s: float = 120.0
     queue_size: int = 100_000
-    _by_address: dict[str, AllowedDevice] = field(default_factory=dict, repr=False,
-                                                   compare=False)
+    _by_address: dict[str, AllowedDevice] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,8 +118,8 @@ class BleConfig:
             raise ConfigError(
                 f"ble.backend: expected 'system' or 'bumble:<transport>', got {self.backend!r}"
             )
-        for name in ("find_timeout_s", "reconnect_min_s", "racp_timeout_s", "resync_s",
-                     "max_clock_skew_s"):
+        for name in ("find_timeout_s", "connect_timeout_s", "reconnect_min_s",
+                     "racp_timeout_s", "resync_s", "max_clock_skew_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"ble.{name}: expected seconds > 0, got {getattr(self, name)}")
         if self.reconnect_max_s < self.reconnect_min_s:

@@ -39,9 +39,8 @@ DECODERS: Final[Mapping[int, BleDecoder]] = MappingProxyType(
 
 MEASUREMENT_CHARACTERISTICS: Final = (
     0x2A37, 0x2A18, 0x2A34, 0x2AA7, 0x2A35, 0x2A36, 0x2A1C, 0x2A1E, 0x2A5E, 0x2A5F, 0x2A9D,
-    0x2A19,
 )
-"""Characteristics the receiver subscribes to (notify or indicate) when a device has them."""
+"""Characteristics that carry measurements (notified or indicated)."""
 
 
 def decode(uuid16: int, data: bytes, ctx: BleContext = NO_CONTEXT) -> Decoded:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import ConfigError, DecodeError
-from gateway.formats import openmhealth, vitalwire_json
+from gateway.formats import ble, openmhealth, vitalwire_json
 from gateway.formats.base import DecodeContext, Decoder, DecodeResult
 from gateway.formats.profiles import DeviceProfile, load_profiles
 from gateway.records import RawMessage, Rejection
@@ -58,12 +58,14 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     Route("glucoflow/{device_id}/egv", "profile:glucoflow-cgm"),
     Route(vitalwire_json.DEFAULT_TOPIC, vitalwire_json.FORMAT),
     Route(openmhealth.DEFAULT_TOPIC, openmhealth.FORMAT),
+    Route(ble.DEFAULT_TOPIC, ble.FORMAT),
 )
 """The topics of the simulated device kinds, with their formats."""
 
 BUILTIN_FORMATS: dict[str, Decoder] = {
     vitalwire_json.FORMAT: vitalwire_json.decode_vitalwire,
     openmhealth.FORMAT: openmhealth.decode_openmhealth,
+    ble.FORMAT: ble.decode_ble,
 }
 """Format name -> decoder, for the formats that need no profile."""
 

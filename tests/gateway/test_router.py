@@ -33,6 +33,7 @@ def test_default_subscriptions() -> None:
         "glucoflow/+/egv",
         "vitalwire/v1/devices/+/readings",
         "openmhealth/v1/devices/+",
+        "ble/+/+",
     ]
 
 

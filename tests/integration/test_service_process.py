@@ -191,17 +191,32 @@ def test_sigterm_drains_and_replay_works_through_the_running_service(
             assert "replayed 20 quarantined readings: 20 stored" in out.stdout, out.stdout
             again = vitalwire("quarantine", "replay", "--db", str(db))
             assert "replayed 0 quarantined readings" in again.stdout
+            # SIGTERM while these may still be in flight: what was received is committed and
+            # acknowledged, the rest waits at the broker for the next start
             pub.publish([message(i, device="NEW-1") for i in range(20, 30)])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+        assert "stopped:" in log.read_text()
+        assert not Path(f"{db}.sock").exists()
+        # the service is gone: the same commands now open the file directly
+        first = vitalwire("readings", "--db", str(db), "--patient", "P7", "--limit", "1000")
+        assert 20 <= len(first.stdout.splitlines()) - 1 <= 30
+        proc = start_service(cfg, log)
+        wait_until(lambda: answering(db), 30, "the restarted service")
+
+        def all_thirty() -> bool:
+            out = vitalwire("readings", "--db", str(db), "--patient", "P7", "--limit", "1000")
+            return len(out.stdout.splitlines()) - 1 >= 30
+
+        wait_until(all_thirty, 30, "the in-flight readings after restart")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not Path(f"{db}.sock").exists()
-    # the service is gone: the same commands now open the file directly
     out = vitalwire("readings", "--db", str(db), "--patient", "P7", "--limit", "1000")
-    assert len(out.stdout.splitlines()) - 1 == 30
+    assert len(out.stdout.splitlines()) - 1 == 30  # each exactly once
     summary = vitalwire("quarantine", "list", "--db", str(db), "--reason", "unassigned_device")
     rows = [ln for ln in summary.stdout.splitlines() if "NEW-1" in ln]
     assert len(rows) == 20
