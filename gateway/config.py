@@ -33,6 +33,9 @@ class MqttConfig:
             Receive Maximum). Messages are acknowledged only after they are committed, so this is
             the bound of the gateway's intake queue.
         qos: Subscription QoS (0 or 1).
+        protocol: ``"5"`` (default) or ``"3.1.1"`` for brokers without MQTT 5. With 3.1.1 the
+            session persists through clean-session off (no expiry, no Receive Maximum: the
+            broker's own in-flight limit bounds the intake).
         reconnect_min_s: First reconnect delay; doubles per failure, with jitter.
         reconnect_max_s: Largest reconnect delay.
     """
@@ -51,6 +54,7 @@ class MqttConfig:
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 20_000
     qos: int = 1
+    protocol: str = "5"
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
 
@@ -67,6 +71,8 @@ class MqttConfig:
             raise ConfigError("mqtt.client_id: must be a non-empty string")
         if self.password is not None and self.username is None:
             raise ConfigError("mqtt.password: given without mqtt.username")
+        if self.protocol not in ("5", "3.1.1"):
+            raise ConfigError(f"mqtt.protocol: {self.protocol!r} is not '5' or '3.1.1'")
         if self.qos not in (0, 1):
             raise ConfigError(f"mqtt.qos: {self.qos} is not supported (0 or 1)")
         if self.session_expiry_s < 0 or self.session_expiry_s > 0xFFFFFFFF:

@@ -184,10 +184,12 @@ class MqttReceiver:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
+        v5 = cfg.protocol == "5"
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
             reconnect_on_failure=True,
             manual_ack=True,
         )
@@ -205,6 +207,15 @@ class MqttReceiver:
         client.on_message = self._on_message
         return client
 
+    def _connect_options(self) -> dict[str, Any]:
+        if self.config.protocol != "5":
+            return {"keepalive": self.config.keepalive_s}
+        return {
+            "keepalive": self.config.keepalive_s,
+            "clean_start": False,
+            "properties": self._connect_properties(),
+        }
+
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
@@ -215,13 +226,7 @@ class MqttReceiver:
         """One direct attempt: TLS and address errors surface here, before the loop retries."""
         cfg = self.config
         try:
-            self._client.connect(
-                cfg.host,
-                cfg.port,
-                keepalive=cfg.keepalive_s,
-                clean_start=False,
-                properties=self._connect_properties(),
-            )
+            self._client.connect(cfg.host, cfg.port, **self._connect_options())
         except ssl.SSLError as exc:
             self._fail(f"TLS handshake with {cfg.host}:{cfg.port} failed: {exc}")
         except OSError as exc:
@@ -229,13 +234,7 @@ class MqttReceiver:
             self.stats.connect_failures += 1
             self.stats.last_error = f"cannot reach {cfg.host}:{cfg.port}: {exc}"
             log.warning("%s; retrying", self.stats.last_error)
-            self._client.connect_async(
-                cfg.host,
-                cfg.port,
-                keepalive=cfg.keepalive_s,
-                clean_start=False,
-                properties=self._connect_properties(),
-            )
+            self._client.connect_async(cfg.host, cfg.port, **self._connect_options())
 
     def _jitter_backoff(self) -> None:
         """Full jitter on paho's exponential reconnect delay, so gateways do not stampede."""

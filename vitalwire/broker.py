@@ -69,6 +69,7 @@ class EmbeddedBroker(Protocol):
 
     host: str
     port: int
+    mqtt_version: str
 
     def stop(self) -> None: ...
 
@@ -95,6 +96,7 @@ class MosquittoBroker:
     ) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
+        self.mqtt_version = "5"
         self.persistence = persistence
         self.password_file = password_file
         self.binary = binary or find_mosquitto()
@@ -180,6 +182,8 @@ class MosquittoBroker:
 class AmqttBroker:
     """amqtt running in a thread of its own event loop (fallback when mosquitto is missing)."""
 
+    mqtt_version = "3.1.1"
+
     def __init__(self, port: int = 0) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -226,14 +230,17 @@ class AmqttBroker:
         self._loop = None
 
 
-def start_embedded_broker(port: int = 1883, workdir: Path | None = None) -> EmbeddedBroker:
-    """mosquitto when installed, else amqtt; on ``port`` or a free one if it is taken."""
+def start_embedded_broker(
+    port: int = 1883, workdir: Path | None = None, prefer: str = "mosquitto"
+) -> EmbeddedBroker:
+    """mosquitto when installed (unless ``prefer`` is "amqtt"), else amqtt; on ``port`` or a
+    free one if it is taken. amqtt speaks MQTT 3.1.1 only (``MQTT_VERSION`` of the broker)."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             port = 0
-    if find_mosquitto():
+    if prefer == "mosquitto" and find_mosquitto():
         return MosquittoBroker(port, persistence=workdir is not None, workdir=workdir).start()
     log.warning("mosquitto not found; using the pure-Python amqtt broker (demo speed only)")
     return AmqttBroker(port).start()

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, help="TOML config file for the service part")
     demo.add_argument("--broker", help="use this broker instead of starting one")
     demo.add_argument("--fhir-url", help="export Observations to this FHIR endpoint")
+    demo.add_argument(
+        "--embedded-broker",
+        choices=("mosquitto", "amqtt"),
+        default="mosquitto",
+        help="broker to start when --broker is not given (amqtt: pure Python,"
+        " MQTT 3.1.1; used anyway when mosquitto is not installed)",
+    )
     demo.add_argument("--patients", type=int, default=16, help="simulated patients (default 16)")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
     demo.add_argument("--scenario", type=Path, help="scenario file (default: the shipped demo)")

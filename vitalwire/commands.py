@@ -376,9 +376,18 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     if args.broker:
         mqtt = parse_broker_url(args.broker, MqttConfig(client_id="vitalwire-demo"))
     else:
-        broker = await asyncio.to_thread(start_embedded_broker, 1883)
-        mqtt = MqttConfig(host=broker.host, port=broker.port, client_id="vitalwire-demo")
-        print(f"embedded MQTT broker on {broker.host}:{broker.port}", file=sys.stderr)
+        broker = await asyncio.to_thread(start_embedded_broker, 1883, None, args.embedded_broker)
+        mqtt = MqttConfig(
+            host=broker.host,
+            port=broker.port,
+            client_id="vitalwire-demo",
+            protocol=broker.mqtt_version,
+        )
+        print(
+            f"embedded MQTT broker ({type(broker).__name__}, MQTT {broker.mqtt_version}) on "
+            f"{broker.host}:{broker.port}",
+            file=sys.stderr,
+        )
     db = Path(args.db) if args.db else DEMO_DB
     config = load_config(args.config).with_overrides(
         mqtt=mqtt, store=StoreConfig(path=db), progress_s=1.0
@@ -393,6 +402,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         scenario=scenario,
         event_log=db.with_suffix(".events.jsonl"),
         client_id="vitalwire-demo-devices",
+        mqtt_version=mqtt.protocol,
     )
     stop = asyncio.Event()
     _stop_on_signals(stop)

@@ -13,11 +13,12 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_and_drains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_runs_and_drains(tmp_path: Path, broker: str) -> None:
     db = tmp_path / "demo.duckdb"
     out = subprocess.run(
-        [sys.executable, "-m", "vitalwire.cli", "demo", "--duration", "6", "--patients", "4",
-         "--db", str(db)],
+        [sys.executable, "-m", "vitalwire.cli", "demo", "--duration", "6", "--patients", "5",
+         "--db", str(db), "--embedded-broker", broker],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -30,5 +31,6 @@ def test_demo_runs_and_drains(tmp_path: Path) -> None:
     assigned = con.execute("SELECT count(DISTINCT device_id) FROM assignments").fetchone()
     con.close()
     assert rows is not None and rows[0] == stored
-    assert assigned is not None and assigned[0] >= 4
+    assert assigned is not None and assigned[0] >= 5
+    assert f"MQTT {'5' if broker == 'mosquitto' else '3.1.1'}" in out.stderr
     assert (tmp_path / "demo.events.jsonl").exists() or db.with_suffix(".events.jsonl").exists()
