@@ -10,7 +10,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from gateway.errors import ConfigError
 from pipeline.errors import PipelineError
 from pipeline.normalize import Normalizer
 from pipeline.store import DuckDbStore, StoreConfig
+from pipeline.text_table import print_table
 from vitalwire.config import ServiceConfig, load_config
 from vitalwire.operations import OPERATIONS, DataContext
 from vitalwire.service import Service
@@ -176,28 +176,6 @@ def run_data_op(db: Path, op: str, *, must_exist: bool = True, **kwargs: Any) ->
             return await OPERATIONS[op](ctx, **kwargs)
 
     return asyncio.run(local())
-
-
-def print_table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-    """Rows as an aligned text table on stdout."""
-    if not rows:
-        print("(none)")
-        return
-    cols = list(columns or rows[0].keys())
-    text = [[_cell(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
-    for t in text:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

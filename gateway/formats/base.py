@@ -33,6 +33,7 @@ __all__ = [
     "Decoder",
     "check_time",
     "describe",
+    "json_items",
     "load_json",
     "parse_epoch_ms",
     "parse_epoch_s",
@@ -191,3 +192,20 @@ def require_number(value: object, field: str) -> float:
     if not math.isfinite(v):
         raise DecodeError("bad_value", f"{field}: {value!r} is not a finite number", field)
     return v
+
+
+def json_items(payload: bytes, expected: str) -> tuple[list[object], bool]:
+    """A JSON payload holding one object or an array of them, as a list.
+
+    Returns:
+        The items, and whether the payload was a single object (not an array).
+
+    Raises:
+        DecodeError: ``malformed_json``, or ``bad_shape`` naming ``expected``.
+    """
+    doc = load_json(payload)
+    if type(doc) is dict:
+        return [doc], True
+    if type(doc) is list:
+        return doc, False
+    raise DecodeError("bad_shape", f"$: expected {expected}, got {describe(doc)}", "$")

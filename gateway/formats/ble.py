@@ -95,7 +95,5 @@ def decode_ble(payload: bytes, ctx: DecodeContext) -> DecodeResult:
         if value is None:
             quality |= VALUE_ABSENT
         readings.append(RawReading(device_id, r.metric, value, r.unit, observed, r.seq, quality))
-    rejections = [
-        Rejection(x.reason_code, x.field, x.reason, device_id) for x in decoded.rejected
-    ]
+    rejections = [Rejection(x.reason_code, x.field, x.reason, device_id) for x in decoded.rejected]
     return DecodeResult(readings, rejections)

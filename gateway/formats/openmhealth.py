@@ -22,7 +22,7 @@ from gateway.formats.base import (
     DecodeResult,
     check_time,
     describe,
-    load_json,
+    json_items,
     parse_rfc3339,
     require_number,
 )
@@ -348,18 +348,7 @@ def decode_openmhealth(payload: bytes, ctx: DecodeContext) -> DecodeResult:
         DecodeError: ``malformed_json`` when the payload is not JSON, ``bad_shape`` when it is
             neither an object nor an array.
     """
-    doc = load_json(payload)
-    single = type(doc) is dict
-    if single:
-        items: list[object] = [doc]
-    elif type(doc) is list:
-        items = doc
-    else:
-        raise DecodeError(
-            "bad_shape",
-            f"$: expected a data point, a body or an array of them, got {describe(doc)}",
-            "$",
-        )
+    items, single = json_items(payload, "a data point, a body or an array of them")
     result = DecodeResult([], [])
     for i, item in enumerate(items):
         try:

@@ -17,7 +17,7 @@ from gateway.formats.base import (
     DecodeContext,
     DecodeResult,
     describe,
-    load_json,
+    json_items,
     parse_seq,
     parse_timestamp,
     require_number,
@@ -97,18 +97,7 @@ def decode_vitalwire(payload: bytes, ctx: DecodeContext) -> DecodeResult:
         DecodeError: ``malformed_json`` when the payload is not JSON, ``bad_shape`` when it is
             neither an object nor an array.
     """
-    doc = load_json(payload)
-    single = type(doc) is dict
-    if single:
-        items: list[object] = [doc]
-    elif type(doc) is list:
-        items = doc
-    else:
-        raise DecodeError(
-            "bad_shape",
-            f"$: expected a reading object or an array of them, got {describe(doc)}",
-            "$",
-        )
+    items, single = json_items(payload, "a reading object or an array of them")
     readings: list[RawReading] = []
     rejections: list[Rejection] = []
     for i, item in enumerate(items):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from pipeline.fhir import outbox, schema
 from pipeline.fhir.errors import FhirConfigError
 from pipeline.store import DuckDbStore, StoreConfig
+from pipeline.text_table import print_table
 
 __all__ = ["OPERATIONS", "add_arguments", "run"]
 
@@ -178,31 +179,12 @@ def run(args: argparse.Namespace, run_data_op: RunDataOp | None = None) -> int:
                     row[key] = json.loads(row[key])
             print(json.dumps(row, indent=2, default=str))
             return 0
-        if not rows:
-            print("(no dead letters)")
-            return 0
-        cols = [
-            "id",
-            "failed_at",
-            "reason_code",
-            "patient_id",
-            "device_id",
-            "metric",
-            "value",
-            "reason",
-        ]
-        text = [[_cell(r.get(c)) for c in cols] for r in rows]
-        widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-        print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
-        for t in text:
-            print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
+        print_table(
+            rows,
+            ["id", "failed_at", "reason_code", "patient_id", "device_id", "metric", "value",
+             "reason"],
+            empty="(no dead letters)",
+        )
     return 0
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value).replace("\n", " ")
-    return text if len(text) <= 90 else text[:87] + "..."
