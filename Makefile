@@ -24,12 +24,15 @@ $(TSTAMP): pyproject.toml | $(PY)
 demo: $(STAMP)
 	$(VENV)/bin/vitalwire demo
 
-## Debian packages the tests talk to (a real mosquitto broker).
+## Debian packages the tests talk to: a real mosquitto broker, Chromium for the page tests.
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
-	  echo "installing mosquitto (Debian package)"; \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 ## The whole test suite.
@@ -41,6 +44,8 @@ bench: $(TSTAMP) system-deps
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/fhir.py
 	$(PY) benchmarks/ble.py
+	$(PY) benchmarks/alerts.py
+	$(PY) benchmarks/dashboard.py
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dashboard import cli as users_cli
 from gateway.ble import cli as ble_cli
 from gateway.errors import GatewayError
 from pipeline.errors import PipelineError
@@ -45,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker", help="override the broker: mqtt://[user:pass@]host:port or mqtts://"
     )
     run.add_argument("--fhir-url", help="override the FHIR endpoint of the EHR")
+    run.add_argument("--http", metavar="HOST:PORT", help="dashboard address (127.0.0.1:8000)")
     _add_db(run)
 
     demo = sub.add_parser("demo", help="live demo: embedded broker, simulated devices, service")
     demo.add_argument("--config", type=Path, help="TOML config file for the service part")
     demo.add_argument("--broker", help="use this broker instead of starting one")
     demo.add_argument("--fhir-url", help="export Observations to this FHIR endpoint")
+    demo.add_argument("--http", metavar="HOST:PORT", help="dashboard address (127.0.0.1:8000)")
     demo.add_argument(
         "--embedded-broker",
         choices=("mosquitto", "amqtt"),
@@ -113,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fhir_cli.add_arguments(sub)
     ble_cli.add_arguments(sub)
+    users_cli.add_arguments(sub)
     add_ble_arguments(sim)
 
     r = sub.add_parser("readings", help="query stored readings")
@@ -127,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vitalwire`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG
+        if args.verbose
+        else logging.INFO
+        if args.command in ("run", "demo", "simulate")
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -34,6 +34,7 @@ __all__ = [
     "cmd_readings",
     "cmd_run",
     "cmd_simulate",
+    "cmd_users",
     "parse_broker_url",
 ]
 
@@ -217,6 +218,13 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             f"{out['duplicates']} already stored, {out['quarantined_again']} quarantined again"
         )
     return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """``users add|list|passwd``: dashboard accounts."""
+    from dashboard import cli as users_cli
+
+    return users_cli.run(args, run_data_op=run_data_op)
 
 
 def cmd_fhir(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import polars as pl
 
 from gateway.errors import ConfigError
 from pipeline import quarantine, registry
+from dashboard import cli as users_cli
 from pipeline.fhir import cli as fhir_cli
 from pipeline.normalize import Normalizer
 from pipeline.store import DuckDbStore
@@ -154,6 +155,7 @@ async def readings(
 
 OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     **fhir_cli.OPERATIONS,
+    **users_cli.OPERATIONS,
     "devices.assign": devices_assign,
     "devices.unassign": devices_unassign,
     "devices.list": devices_list,

@@ -1,0 +1,270 @@
+"""Dashboard benchmark: reading published -> tile updated over the websocket, and what live
+clients cost the pipeline.
+
+One run, one mosquitto, one vitalwire service with the alert engine, the live feed and the
+dashboard server (all in this process, as in production), and in processes of their own:
+
+* a paced MQTT publisher (default 10k readings/s: arrays of 10 readings per message) whose
+  marker patient ``LAT`` carries its publish wall time as the reading's device time;
+* N websocket clients (default 50, bearer-authenticated) that stamp the arrival of every
+  marker row: latency = arrival wall time - publish wall time (one machine, one clock).
+
+Then the throughput: a fixed burst published as fast as possible, drained by the service with
+no client connected and again with N clients; the figure is stored readings per second from the
+first to the last commit. Goals (issue 5): p95 <= 1 s at 10k readings/s with 50 clients; the
+clients cost <= 5 % of the throughput. The exit status is 0 whether or not they are met; a miss
+is printed as MISSED.
+
+Run: ``.venv/bin/python benchmarks/dashboard.py`` (``--help`` for the knobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+# This file's name would shadow the ``dashboard`` package: import from the project instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+CTX = mp.get_context("spawn")
+DEVICES = 100
+PER_MESSAGE = 10
+METRICS = ("heart_rate", "spo2", "respiratory_rate")
+
+
+VALUES = {"heart_rate": (72.0, "/min"), "spo2": (97.0, "%"), "respiratory_rate": (16.0, "/min")}
+
+
+def _payload(device: str, t_ms: int, seq: int, shift: float) -> bytes:
+    rows = []
+    for i in range(PER_MESSAGE):
+        metric = METRICS[i % 3]
+        value, unit = VALUES[metric]
+        rows.append({"device_id": device, "metric": metric, "value": value + (seq % 3) * shift,
+                     "unit": unit, "ts": t_ms - i, "seq": seq + i})
+    return orjson.dumps(rows)
+
+
+def publisher(port: int, rate: float, seconds: float, burst: int, out: Any) -> None:
+    """Publish paced readings (with a marker every 0.1 s), or a burst as fast as possible."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{time.time()}",
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    seq = 0
+    sent = 0
+    if burst:
+        base = int(time.time() * 1000) - 60_000
+        infos = []
+        for n in range(burst // PER_MESSAGE):
+            device = f"BENCH-{n % DEVICES:03d}"
+            infos.append(client.publish(f"vitalwire/v1/devices/{device}/readings",
+                                        _payload(device, base + n // DEVICES * 20, seq, 1.0), 1))
+            seq += PER_MESSAGE
+        for info in infos:
+            info.wait_for_publish(120)
+        sent = burst
+    else:
+        per_s = rate / PER_MESSAGE
+        start = time.monotonic()
+        n = 0
+        next_marker = start
+        while (now := time.monotonic()) - start < seconds:
+            due = int((now - start) * per_s)
+            while n < due:
+                device = f"BENCH-{n % DEVICES:03d}"
+                client.publish(f"vitalwire/v1/devices/{device}/readings",
+                               _payload(device, int(time.time() * 1000), seq, 0.5), 1)
+                seq += PER_MESSAGE
+                n += 1
+            if now >= next_marker:
+                t_ms = int(time.time() * 1000)
+                client.publish("vitalwire/v1/devices/LAT-1/readings", orjson.dumps(
+                    {"device_id": "LAT-1", "metric": "heart_rate", "value": 60.0, "unit": "/min",
+                     "ts": t_ms, "seq": t_ms}), 1)
+                next_marker += 0.1
+            time.sleep(0.002)
+        sent = n * PER_MESSAGE
+    client.loop_stop()
+    client.disconnect()
+    out.put(sent)
+
+
+def clients(url: str, token: str, n: int, seconds: float, out: Any) -> None:
+    """``n`` websocket clients; returns marker latencies (s) seen by each."""
+    import websockets
+
+    async def one(lat: list[float]) -> None:
+        async with websockets.connect(url, additional_headers={"Authorization": token},
+                                      max_size=None) as ws:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    text = await asyncio.wait_for(ws.recv(), 1.0)
+                except TimeoutError:
+                    continue
+                now = time.time()
+                if '"LAT"' not in text:
+                    continue
+                msg = orjson.loads(text)
+                for row in msg.get("rows", ()):
+                    if row[0] == "LAT":
+                        lat.append(now - row[3] / 1e6)
+
+    async def main() -> list[float]:
+        lats: list[list[float]] = [[] for _ in range(n)]
+        await asyncio.gather(*(one(x) for x in lats))
+        return [v for x in lats for v in x]
+
+    out.put(asyncio.run(main()))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    import httpx
+
+    from alerts.engine import AlertEngine
+    from dashboard.config import DashboardConfig
+    from dashboard.demo import create_demo_users
+    from dashboard.driver import EngineDriver
+    from dashboard.feed import LiveFeed
+    from dashboard.server import DashboardServer
+    from gateway.config import MqttConfig
+    from pipeline import registry
+    from pipeline.store import StoreConfig
+    from vitalwire.broker import MosquittoBroker
+    from vitalwire.config import ServiceConfig
+    from vitalwire.service import Service
+
+    tmp = Path(tempfile.mkdtemp(prefix="vw-bench-dash-"))
+    broker = MosquittoBroker(workdir=tmp / "broker")
+    broker.start()
+    try:
+        config = ServiceConfig(mqtt=MqttConfig(port=broker.port, client_id="bench-dash"),
+                               store=StoreConfig(path=tmp / "bench.duckdb"), progress_s=0)
+        async with Service(config) as svc:
+            since = datetime(2000, 1, 1, tzinfo=UTC)
+            for i in range(DEVICES):
+                await svc.store.call(registry.assign, f"BENCH-{i:03d}", f"B{i:03d}", since)
+            await svc.store.call(registry.assign, "LAT-1", "LAT", since)
+            await svc.refresh_assignments()
+            engine = await AlertEngine.from_store(svc.store)
+            await create_demo_users(svc.store)
+            feed = LiveFeed(DashboardConfig())
+            dash = DashboardConfig(port=0)
+            server = DashboardServer(dash, store=svc.store, engine=engine, feed=feed)
+            async with server, EngineDriver(server.context.desk) as driver:
+                svc.add_batch_listener(driver.on_batch)
+                assert svc.receiver is not None and await svc.receiver.wait_connected(15)
+                async with httpx.AsyncClient(base_url=server.url) as c:
+                    r = await c.post("/api/auth/login", json={
+                        "username": "clinician", "password": "clinician-demo",
+                        "issue_token": True})
+                    token = f"Bearer {r.json()['token']}"
+                ws_url = server.url.replace("http://", "ws://") + "/api/live"
+                report = await measure(args, svc, broker.port, ws_url, token, feed)
+        print_report(args, report)
+    finally:
+        broker.cleanup()
+
+
+async def drain(svc: Any, port: int, burst: int) -> float:
+    q = CTX.Queue()
+    before = svc.stats.stored
+    seen = svc.stats.messages
+    proc = CTX.Process(target=publisher, args=(port, 0.0, 0.0, burst, q))
+    proc.start()
+    first = last = None
+    deadline = time.monotonic() + 120
+    while svc.stats.messages - seen < burst // PER_MESSAGE and time.monotonic() < deadline:
+        stored = svc.stats.stored - before
+        now = time.monotonic()
+        if stored and first is None:
+            first = now
+        last = now
+        await asyncio.sleep(0.01)
+    proc.join(60)
+    if svc.stats.stored - before < burst:
+        print(f"  note: {burst - (svc.stats.stored - before)} burst readings not stored "
+              f"(quarantine: {svc.stats.by_reason})", file=sys.stderr)
+    if first is None or last is None or last <= first:
+        return float("nan")
+    return (svc.stats.stored - before) / (last - first)
+
+
+async def measure(args: argparse.Namespace, svc: Any, port: int, ws_url: str, token: str,
+                  feed: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    out["alone"] = await drain(svc, port, args.burst)
+    cq = CTX.Queue()
+    span = args.seconds + 30
+    cproc = CTX.Process(target=clients, args=(ws_url, token, args.clients, span, cq))
+    cproc.start()
+    while len(feed.clients) < args.clients:
+        await asyncio.sleep(0.05)
+    pq = CTX.Queue()
+    pproc = CTX.Process(target=publisher, args=(port, args.rate, args.seconds, 0, pq))
+    before = svc.stats.stored
+    started = time.monotonic()
+    pproc.start()
+    while pproc.is_alive():
+        await asyncio.sleep(0.1)
+    out["paced_rate"] = (svc.stats.stored - before) / (time.monotonic() - started)
+    out["with_clients"] = await drain(svc, port, args.burst)
+    while cproc.is_alive():
+        await asyncio.sleep(0.1)
+    lats = cq.get(timeout=30)
+    out["latency"] = lats
+    out["dropped"] = feed.stats.dropped
+    return out
+
+
+def print_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    lat = r["latency"]
+    p50, p95 = pct(lat, 0.50), pct(lat, 0.95)
+    cost = 1 - r["with_clients"] / r["alone"] if r["alone"] else float("nan")
+    ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
+    print(f"dashboard benchmark: {args.clients} websocket clients, {args.rate:.0f} readings/s "
+          f"for {args.seconds:.0f} s, bursts of {args.burst} readings")
+    print(f"  paced ingest achieved        {r['paced_rate']:10.0f} readings/s")
+    print(f"  published -> tile (markers)  n={len(lat)} p50 {p50 * 1000:7.1f} ms  "
+          f"p95 {p95 * 1000:7.1f} ms  (goal p95 <= 1000 ms: {ok(p95 <= 1.0)})")
+    print(f"  throughput, no clients       {r['alone']:10.0f} readings/s")
+    print(f"  throughput, {args.clients} clients       {r['with_clients']:10.0f} readings/s  "
+          f"cost {cost * 100:5.1f} %  (goal <= 5 %: {ok(cost <= 0.05)})")
+    print(f"  messages dropped for slow clients: {r['dropped']}")
+    if lat:
+        print(f"  latency mean {statistics.mean(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=10_000.0, help="readings/s (paced)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="paced phase length")
+    parser.add_argument("--burst", type=int, default=200_000, help="readings per throughput run")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
