@@ -41,11 +41,19 @@ class EngineDriver:
 
     def on_batch(self, batch: ReadingBatch, result: object = None) -> None:
         """A service batch listener: feed, engine, feed again. Never blocks."""
+        self.after_commit(batch, result)
+        self.before_commit(batch)
+
+    def before_commit(self, batch: ReadingBatch) -> None:
+        """Score a normalized batch and hand its alerts on, before the storage write."""
         desk = self.desk
-        desk.feed.on_batch(batch)
         if desk.engine is not None:
             desk.feed.on_alert_events(desk.engine.process(batch, desk.clock_us()))
             self._dirty.set()
+
+    def after_commit(self, batch: ReadingBatch, result: object = None) -> None:
+        """Send the committed readings to the live feed."""
+        self.desk.feed.on_batch(batch)
 
     async def __aenter__(self) -> EngineDriver:
         self._task = asyncio.create_task(self._loop(), name="dashboard-engine-driver")

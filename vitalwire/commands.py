@@ -129,13 +129,19 @@ async def cmd_run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     from vitalwire.control import ControlServer
+    from vitalwire.live import alerts_and_dashboard
 
-    async with Service(config) as svc, ControlServer(svc):
+    async with (
+        Service(config) as svc,
+        ControlServer(svc),
+        alerts_and_dashboard(svc, args.http) as server,
+    ):
         log.info(
-            "vitalwire running: broker %s:%d, database %s",
+            "vitalwire running: broker %s:%d, database %s, dashboard %s",
             config.mqtt.host,
             config.mqtt.port,
             config.store.path,
+            server.url,
         )
         await _run_until_stopped(svc, stop, config.progress_s, live=False)
         log.info("stopping: draining and committing")
@@ -357,6 +363,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from simulators import Fleet
     from vitalwire.broker import start_embedded_broker
     from vitalwire.control import ControlServer
+    from vitalwire.live import alerts_and_dashboard, apply_demo_plans
 
     broker = None
     if args.broker:
@@ -393,16 +400,23 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
-        async with Service(config) as svc, ControlServer(svc):
+        async with (
+            Service(config) as svc,
+            ControlServer(svc),
+            alerts_and_dashboard(svc, args.http, demo_users=True) as server,
+        ):
             fleet = Fleet(fleet_cfg)
             await assign_fleet(svc.store, fleet.plan)
             await svc.refresh_assignments()
+            await apply_demo_plans(svc, server, fleet.plan)
             if svc.receiver is not None and not await svc.receiver.wait_connected(15):
                 raise ConfigError(f"demo: cannot reach the broker at {mqtt.host}:{mqtt.port}")
             async with fleet:
                 print(
                     f"demo: {len(fleet.plan.patients)} patients, {len(fleet.plan.devices)} devices,"
                     f" scenario {scenario.name}; data in {db} (Ctrl-C to stop)\n"
+                    f"  dashboard: {server.url}  (clinician / clinician-demo,"
+                    f" coordinator / coordinator-demo, admin / admin-demo)\n"
                     f"  in another terminal: vitalwire readings --db {db}\n"
                     f"                       vitalwire quarantine summary --db {db}",
                     file=sys.stderr,

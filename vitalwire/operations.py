@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 
+from dashboard import cli as users_cli
 from gateway.errors import ConfigError
 from pipeline import quarantine, registry
-from dashboard import cli as users_cli
 from pipeline.fhir import cli as fhir_cli
 from pipeline.normalize import Normalizer
 from pipeline.store import DuckDbStore

@@ -97,6 +97,8 @@ class Service:
         self.ble: BleReceiver | None = None
         self._source = source
         self._listeners: list[BatchListener] = []
+        self._pre_commit: list[Callable[[ReadingBatch], None]] = []
+        self._assignment_listeners: list[Callable[[pl.DataFrame], None]] = []
         self._stack = contextlib.AsyncExitStack()
         self._batcher: Batcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,6 +107,11 @@ class Service:
         self._stopped = False
         self.failed: BaseException | None = None
 
+    def add_pre_commit(self, fn: Callable[[ReadingBatch], None]) -> None:
+        """Call ``fn(batch)`` with each normalized batch before it is stored (alerts go out
+        without waiting for storage). Must not block; an exception fails the batch."""
+        self._pre_commit.append(fn)
+
     def add_batch_listener(self, fn: BatchListener) -> None:
         """Call ``fn(batch, result)`` after each commit (on the event loop; keep it quick)."""
         self._listeners.append(fn)
@@ -112,6 +119,14 @@ class Service:
     async def refresh_assignments(self) -> None:
         """Reload device assignments from the store (after the registry changed)."""
         self._assignments = await self.store.assignments()
+        for fn in self._assignment_listeners:
+            fn(self._assignments)
+
+    def add_assignment_listener(self, fn: Callable[[pl.DataFrame], None]) -> None:
+        """Call ``fn(assignments)`` whenever the assignments are reloaded."""
+        self._assignment_listeners.append(fn)
+        if self._assignments is not None:
+            fn(self._assignments)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -217,6 +232,8 @@ class Service:
         """Normalize, commit, acknowledge and notify for one batch."""
         assert self._assignments is not None
         out = self.normalizer(batch, self._assignments, self.clock_us())
+        for before in self._pre_commit:
+            before(out)
         result = await self.store.write(out)
         ack = getattr(self._source, "ack", None)
         if ack is not None:

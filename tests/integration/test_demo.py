@@ -18,7 +18,7 @@ def test_demo_runs_and_drains(tmp_path: Path, broker: str) -> None:
     db = tmp_path / "demo.duckdb"
     out = subprocess.run(
         [sys.executable, "-m", "vitalwire.cli", "demo", "--duration", "6", "--patients", "5",
-         "--db", str(db), "--embedded-broker", broker],
+         "--db", str(db), "--embedded-broker", broker, "--http", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr

@@ -37,7 +37,8 @@ def vitalwire(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 def start_service(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "vitalwire.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "vitalwire.cli", "run", "--config", str(config),
+             "--http", "127.0.0.1:0"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
