@@ -3,7 +3,9 @@
 Messages are decoded as they are taken from the source (a cheap per-message step), and the
 decoded records are turned into frames only at flush time, column by column. A batch is flushed
 when it holds ``max_rows`` readings or its oldest message has waited ``max_age_ms``, whichever
-comes first; on stop, whatever is pending is flushed.
+comes first; on stop, whatever is pending is flushed. When the consumer says it is busy (the
+``ready`` predicate), an aged batch keeps growing until the consumer is free or ``max_rows`` is
+reached: under load, fewer and larger batches carry the per-batch costs.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class MessageSource(Protocol):
 
 
 Decode = Callable[[RawMessage], DecodeResult]
+
+_BUSY_POLL_S = 0.002
 
 
 def _quarantine_rows(
@@ -179,11 +183,13 @@ class Batcher:
         decode: Decode,
         config: BatchConfig = BatchConfig(),
         clock: Callable[[], float] = time.monotonic,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.source = source
         self.decode = decode
         self.config = config
         self.clock = clock
+        self.ready = ready
         self._stop = asyncio.Event()
         self.messages_in = 0
         self.batches_out = 0
@@ -209,7 +215,9 @@ class Batcher:
                 else:
                     timeout = max_age - (self.clock() - started)
                     if timeout <= 0:
-                        break
+                        if self.ready is None or self.ready():
+                            break
+                        timeout = _BUSY_POLL_S  # consumer busy: keep collecting
                 got = await self.source.receive(cfg.max_messages, timeout)
                 if got and started is None:
                     started = self.clock()

@@ -105,6 +105,7 @@ class Service:
         self._queue: asyncio.Queue[tuple[ReadingBatch, list[object]] | None] = asyncio.Queue(2)
         self._assignments: pl.DataFrame | None = None
         self._stopped = False
+        self._writing = False
         self.failed: BaseException | None = None
 
     def add_pre_commit(self, fn: Callable[[ReadingBatch], None]) -> None:
@@ -172,7 +173,9 @@ class Service:
         await self.refresh_assignments()
         if self._source is None:
             self._source = await self._open_receivers()
-        self._batcher = Batcher(self._source, self.router.decode, self.config.batch)
+        self._batcher = Batcher(
+            self._source, self.router.decode, self.config.batch, ready=self._writer_idle
+        )
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="batcher"),
             asyncio.create_task(self._write_loop(), name="writer"),
@@ -214,12 +217,16 @@ class Service:
         finally:
             await self._queue.put(None)
 
+    def _writer_idle(self) -> bool:
+        return not self._writing and self._queue.empty()
+
     async def _write_loop(self) -> None:
         while True:
             item = await self._queue.get()
             if item is None:
                 return
             batch, tokens = item
+            self._writing = True
             try:
                 await self.process(batch, tokens)
             except BaseException as exc:
@@ -227,6 +234,8 @@ class Service:
                 if self._batcher is not None:
                     self._batcher.stop()
                 raise
+            finally:
+                self._writing = False
 
     async def process(self, batch: ReadingBatch, tokens: list[object]) -> WriteResult:
         """Normalize, commit, acknowledge and notify for one batch."""

@@ -134,3 +134,39 @@ async def test_stop_when_idle_ends_without_a_batch() -> None:
     b = Batcher(ListSource([], clock), decode_one, BatchConfig(), lambda: clock[0])
     b.stop()
     assert [len(batch) async for batch, _ in b.batches()] == []
+
+
+async def test_aged_batch_grows_while_the_consumer_is_busy() -> None:
+    clock = [0.0]
+    chunks = [[msg(i)] for i in range(6)]
+    src = ListSource(chunks, clock)
+    busy = [True]
+
+    async def receive(max_items: int, timeout: float | None) -> list[RawMessage]:
+        clock[0] += 0.03  # each step takes 30 ms: the age limit passes after the second
+        if len(src.chunks) == 2:
+            busy[0] = False  # the consumer frees up after four messages
+        return await ListSource.receive(src, max_items, timeout)
+
+    src.receive = receive  # type: ignore[method-assign]
+    b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=50), lambda: clock[0],
+                ready=lambda: not busy[0])
+    sizes = []
+    async for batch, _ in b.batches():
+        sizes.append(len(batch))
+        if sum(sizes) == 6:
+            b.stop()
+    # the age limit passed after two messages; it kept collecting until the consumer freed up
+    # (during the fifth step)
+    assert sizes[0] == 5
+    assert sum(sizes) == 6
+
+
+async def test_busy_consumer_cannot_hold_a_full_batch() -> None:
+    clock = [0.0]
+    src = ListSource([[msg(i) for i in range(5)]], clock)
+    b = Batcher(src, decode_one, BatchConfig(max_rows=5, max_age_ms=50), lambda: clock[0],
+                ready=lambda: False)
+    async for batch, _ in b.batches():
+        assert len(batch) == 5  # max_rows flushes regardless
+        break
