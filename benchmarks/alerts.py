@@ -143,7 +143,8 @@ def loop_baseline(engine: AlertEngine, batches: list[ReadingBatch]) -> float:
     return time.perf_counter() - started
 
 
-def stage_benchmark(patients: int, sizes: list[int], readings_per_size: int) -> list[dict[str, Any]]:
+def stage_benchmark(patients: int, sizes: list[int],
+                    readings_per_size: int) -> list[dict[str, Any]]:
     """Scored readings/s of the engine and of the loop at each batch size."""
     plans = make_plans(patients)
     t = time.perf_counter()
@@ -194,10 +195,11 @@ def stage_benchmark(patients: int, sizes: list[int], readings_per_size: int) -> 
 def _publisher(port: int, devices: int, triggers: int, rate: float, duration_s: float,
                ready: Any, done: Any) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from simulators import native
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-alerts-pub",
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alerts-pub",
                          protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alerts import cli as alerts_cli
 from dashboard import cli as users_cli
 from gateway.ble import cli as ble_cli
 from gateway.errors import GatewayError
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     fhir_cli.add_arguments(sub)
     ble_cli.add_arguments(sub)
     users_cli.add_arguments(sub)
+    alerts_cli.add_arguments(sub)
     add_ble_arguments(sim)
 
     r = sub.add_parser("readings", help="query stored readings")

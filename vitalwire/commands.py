@@ -27,9 +27,12 @@ from vitalwire.service import Service
 
 __all__ = [
     "cmd_ble",
+    "cmd_careplan",
     "cmd_demo",
     "cmd_devices",
+    "cmd_evaluate",
     "cmd_fhir",
+    "cmd_news2",
     "cmd_quarantine",
     "cmd_readings",
     "cmd_run",
@@ -224,6 +227,16 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             f"{out['duplicates']} already stored, {out['quarantined_again']} quarantined again"
         )
     return 0
+
+
+def _alerts_command(args: argparse.Namespace) -> int:
+    from alerts import cli as alerts_cli
+
+    return alerts_cli.run(args, data_op=run_data_op)
+
+
+cmd_news2 = cmd_careplan = cmd_evaluate = _alerts_command
+"""``news2`` (stdin JSON -> NEWS2), ``careplan show|set|apply-template|history``, ``evaluate``."""
 
 
 def cmd_users(args: argparse.Namespace) -> int:

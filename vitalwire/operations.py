@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from alerts import operations as alerts_operations
 from dashboard import cli as users_cli
 from gateway.errors import ConfigError
 from pipeline import quarantine, registry
@@ -155,6 +156,7 @@ async def readings(
 
 OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     **fhir_cli.OPERATIONS,
+    **alerts_operations.OPERATIONS,
     **users_cli.OPERATIONS,
     "devices.assign": devices_assign,
     "devices.unassign": devices_unassign,
