@@ -71,8 +71,8 @@ class EngineDriver:
     async def _loop(self) -> None:
         desk = self.desk
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.tick_s)
+            # A fixed cadence: syncing after every batch would double publish->alert latency.
+            await asyncio.sleep(self.tick_s)
             self._dirty.clear()
             if desk.engine is None:
                 continue
