@@ -17,7 +17,7 @@ import logging
 import duckdb
 
 from alerts.errors import AlertError
-from pipeline.registry import transaction
+from pipeline.migrations import apply_migrations, component_version
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
@@ -164,12 +164,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
     """The alerting schema version of the database (0 when it has none)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS alerts_schema_version (version INTEGER NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    ).fetchall()
-    rows = conn.execute("SELECT coalesce(max(version), 0) FROM alerts_schema_version").fetchall()
-    return int(rows[0][0])
+    return component_version(conn, "alerts_schema_version")
 
 
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
@@ -178,14 +173,5 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     Raises:
         AlertError: The database's alerting schema is newer than this code.
     """
-    have = schema_version(conn)
-    if have > SCHEMA_VERSION:
-        raise AlertError(f"alerting schema version {have} is newer than this vitalwire "
-                         f"supports ({SCHEMA_VERSION}); upgrade vitalwire")
-    for version in range(have + 1, SCHEMA_VERSION + 1):
-        with transaction(conn):
-            conn.execute(MIGRATIONS[version - 1]).fetchall()
-            conn.execute("INSERT INTO alerts_schema_version (version) VALUES (?)",
-                         [version]).fetchall()
-        log.info("alerting schema migrated to version %d", version)
-    return SCHEMA_VERSION - have
+    return apply_migrations(conn, "alerts_schema_version", MIGRATIONS, "alerting schema",
+                            error=AlertError)

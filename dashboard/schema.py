@@ -15,8 +15,7 @@ import logging
 
 import duckdb
 
-from pipeline.errors import PermanentStoreError
-from pipeline.registry import transaction
+from pipeline.migrations import apply_migrations, component_version
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "schema_version"]
 
@@ -61,12 +60,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
     """The dashboard schema version of the database (0 when it has none)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS dashboard_schema_version (version INTEGER NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    ).fetchall()
-    rows = conn.execute("SELECT coalesce(max(version), 0) FROM dashboard_schema_version").fetchall()
-    return int(rows[0][0])
+    return component_version(conn, "dashboard_schema_version")
 
 
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
@@ -75,17 +69,4 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     Raises:
         PermanentStoreError: The database's dashboard schema is newer than this code.
     """
-    have = schema_version(conn)
-    if have > SCHEMA_VERSION:
-        raise PermanentStoreError(
-            f"dashboard schema version {have} is newer than this vitalwire supports "
-            f"({SCHEMA_VERSION}); upgrade vitalwire"
-        )
-    for version in range(have + 1, SCHEMA_VERSION + 1):
-        with transaction(conn):
-            conn.execute(MIGRATIONS[version - 1]).fetchall()
-            conn.execute(
-                "INSERT INTO dashboard_schema_version (version) VALUES (?)", [version]
-            ).fetchall()
-        log.info("dashboard schema migrated to version %d", version)
-    return SCHEMA_VERSION - have
+    return apply_migrations(conn, "dashboard_schema_version", MIGRATIONS, "dashboard schema")

@@ -24,9 +24,8 @@ import math
 import duckdb
 import polars as pl
 
-from pipeline.errors import PermanentStoreError
+from pipeline.migrations import apply_migrations, component_version
 from pipeline.readings import QUARANTINE_SCHEMA
-from pipeline.registry import transaction
 
 __all__ = [
     "DEDUP_KEY",
@@ -107,43 +106,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The version this code creates and expects."""
 
 
-def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
-    """The highest version recorded in the database (0 for a new one)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    ).fetchall()
-    rows = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
-    return int(rows[0][0])
-
-
-def migrate(conn: duckdb.DuckDBPyConnection, where: str) -> int:
-    """Bring the schema to :data:`SCHEMA_VERSION`; idempotent.
-
-    Args:
-        conn: Connection to the database.
-        where: The database path, for messages.
-
-    Returns:
-        How many migrations were applied.
-
-    Raises:
-        PermanentStoreError: The database was written by a newer vitalwire.
-    """
-    have = schema_version(conn)
-    if have > SCHEMA_VERSION:
-        raise PermanentStoreError(
-            f"{where}: schema version {have} is newer than this vitalwire supports"
-            f" ({SCHEMA_VERSION}); upgrade vitalwire"
-        )
-    for version in range(have + 1, SCHEMA_VERSION + 1):
-        with transaction(conn):
-            conn.execute(MIGRATIONS[version - 1]).fetchall()
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", [version]).fetchall()
-        log.info("%s: schema migrated to version %d", where, version)
-    return SCHEMA_VERSION - have
-
-
 # -- de-duplicating insert -----------------------------------------------------------------------
 
 READING_COLUMNS = (
@@ -216,3 +178,17 @@ def insert_quarantine_sql(view: str) -> str:
     """``INSERT`` of ``view``'s quarantine rows (``id`` from the sequence)."""
     cols = ", ".join(QUARANTINE_SCHEMA.names())
     return f"INSERT INTO quarantine ({cols}) SELECT {cols} FROM {view}"
+
+
+def schema_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """The highest core schema version recorded in the database (0 for a new one)."""
+    return component_version(conn, "schema_version")
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Bring the core schema to :data:`SCHEMA_VERSION`; idempotent; returns migrations run.
+
+    Raises:
+        PermanentStoreError: The database was written by a newer vitalwire.
+    """
+    return apply_migrations(conn, "schema_version", MIGRATIONS, f"{where}: schema")

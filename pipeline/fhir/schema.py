@@ -26,8 +26,7 @@ import logging
 
 import duckdb
 
-from pipeline.errors import PermanentStoreError
-from pipeline.registry import transaction
+from pipeline.migrations import apply_migrations
 
 __all__ = ["FHIR_SCHEMA_VERSION", "MIGRATIONS", "OUTBOX_COLUMNS", "migrate"]
 
@@ -109,29 +108,9 @@ FHIR_SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
-    """Create or upgrade the FHIR tables; idempotent.
-
-    Returns:
-        How many migrations were applied.
+    """Create or upgrade the FHIR tables; idempotent; returns migrations applied.
 
     Raises:
         PermanentStoreError: The tables were made by a newer vitalwire.
     """
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS fhir_schema_version (version INTEGER NOT NULL,"
-        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-    ).fetchall()
-    have = int(
-        conn.execute("SELECT coalesce(max(version), 0) FROM fhir_schema_version").fetchall()[0][0]
-    )
-    if have > FHIR_SCHEMA_VERSION:
-        raise PermanentStoreError(
-            f"FHIR tables are at version {have}, newer than this vitalwire supports"
-            f" ({FHIR_SCHEMA_VERSION}); upgrade vitalwire"
-        )
-    for version in range(have + 1, FHIR_SCHEMA_VERSION + 1):
-        with transaction(conn):
-            conn.execute(MIGRATIONS[version - 1]).fetchall()
-            conn.execute("INSERT INTO fhir_schema_version (version) VALUES (?)", [version])
-        log.info("FHIR tables migrated to version %d", version)
-    return FHIR_SCHEMA_VERSION - have
+    return apply_migrations(conn, "fhir_schema_version", MIGRATIONS, "FHIR tables")

@@ -126,5 +126,5 @@ async def test_newer_fhir_schema_is_refused(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         await store.call(schema.migrate)
         store.query("INSERT INTO fhir_schema_version (version) VALUES (99)")
-        with pytest.raises(PermanentStoreError, match="version 99, newer than"):
+        with pytest.raises(PermanentStoreError, match="FHIR tables version 99 is newer than"):
             await store.call(schema.migrate)
