@@ -29,7 +29,7 @@ from alerts.replay import DEFAULT_BATCH_S, ReplayConfig, replay
 from alerts.scoring import render, score
 from gateway.errors import GatewayError
 from pipeline.errors import PipelineError
-from pipeline.store import DuckDbStore, StoreConfig
+from pipeline.store import DEFAULT_DB_PATH, DuckDbStore, StoreConfig
 
 __all__ = [
     "DEFAULT_DB",
@@ -44,7 +44,7 @@ __all__ = [
     "run_news2",
 ]
 
-DEFAULT_DB = Path("vitalwire.duckdb")
+DEFAULT_DB = DEFAULT_DB_PATH
 """The service's default database file (``vitalwire.config.DEFAULT_DB``)."""
 
 DataOp = Callable[..., Any]

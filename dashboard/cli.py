@@ -22,11 +22,11 @@ from dashboard import schema
 from dashboard.errors import UserError
 from dashboard.users import ROLES, add_user, check_password, hash_password, list_users
 from dashboard.users import set_password_hash as _set_hash
-from pipeline.store import DuckDbStore, StoreConfig
+from pipeline.store import DEFAULT_DB_PATH, DuckDbStore, StoreConfig
 
 __all__ = ["OPERATIONS", "add_arguments", "read_password", "run"]
 
-DEFAULT_DB = Path("vitalwire.duckdb")
+DEFAULT_DB = DEFAULT_DB_PATH
 
 
 class HasStore(Protocol):

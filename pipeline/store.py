@@ -50,6 +50,7 @@ from pipeline.store_sql import (
 
 __all__ = [
     "DEFAULT_CHECKPOINT_THRESHOLD",
+    "DEFAULT_DB_PATH",
     "DEFAULT_DEDUP_WINDOW_S",
     "DEFAULT_IDLE_CHECKPOINT_S",
     "CommitListener",
@@ -65,6 +66,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 Conn = duckdb.DuckDBPyConnection
 
+DEFAULT_DB_PATH = Path("vitalwire.duckdb")
+"""The database file every command uses when none is configured or given."""
 DEFAULT_CHECKPOINT_THRESHOLD = "1GB"
 DEFAULT_IDLE_CHECKPOINT_S = 30.0
 DEFAULT_DEDUP_WINDOW_S = 86_400.0

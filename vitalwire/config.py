@@ -22,11 +22,11 @@ from gateway.formats.router import DEFAULT_ROUTES, Route
 from pipeline.batcher import BatchConfig
 from pipeline.fhir.config import FhirConfig, load_fhir_config
 from pipeline.normalize import NormalizeConfig
-from pipeline.store import StoreConfig
+from pipeline.store import DEFAULT_DB_PATH, StoreConfig
 
 __all__ = ["ServiceConfig", "load_config"]
 
-DEFAULT_DB = Path("vitalwire.duckdb")
+DEFAULT_DB = DEFAULT_DB_PATH
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,32 +91,29 @@ def json_number(value: Decimal | None) -> int | float | None:
     return float(value)
 
 
-def decode_sfloat(raw: int) -> Quantity:
-    """SFLOAT: signed 4-bit exponent (bits 15-12), signed 12-bit mantissa; m * 10**e."""
-    reason = SFLOAT_SPECIAL.get(raw)
+def _decode_11073(raw: int, mantissa_bits: int, special: dict[int, str]) -> Quantity:
+    """``m * 10**e`` with a signed mantissa of ``mantissa_bits`` and a signed exponent above it."""
+    reason = special.get(raw)
     if reason is not None:
         return Quantity.missing(reason)
-    mantissa = raw & 0x0FFF
-    if mantissa >= 0x0800:
-        mantissa -= 0x1000
-    exponent = raw >> 12
-    if exponent >= 0x8:
-        exponent -= 0x10
+    exponent_bits = 4 if mantissa_bits == 12 else 8
+    mantissa = raw & ((1 << mantissa_bits) - 1)
+    if mantissa >= 1 << (mantissa_bits - 1):
+        mantissa -= 1 << mantissa_bits
+    exponent = raw >> mantissa_bits
+    if exponent >= 1 << (exponent_bits - 1):
+        exponent -= 1 << exponent_bits
     return Quantity(Decimal(mantissa).scaleb(exponent))
+
+
+def decode_sfloat(raw: int) -> Quantity:
+    """SFLOAT: signed 4-bit exponent (bits 15-12), signed 12-bit mantissa; m * 10**e."""
+    return _decode_11073(raw, 12, SFLOAT_SPECIAL)
 
 
 def decode_float(raw: int) -> Quantity:
     """FLOAT: signed 8-bit exponent (byte 3), signed 24-bit mantissa; m * 10**e."""
-    reason = FLOAT_SPECIAL.get(raw)
-    if reason is not None:
-        return Quantity.missing(reason)
-    mantissa = raw & 0xFFFFFF
-    if mantissa >= 0x800000:
-        mantissa -= 0x1000000
-    exponent = raw >> 24
-    if exponent >= 0x80:
-        exponent -= 0x100
-    return Quantity(Decimal(mantissa).scaleb(exponent))
+    return _decode_11073(raw, 24, FLOAT_SPECIAL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 from pipeline.fhir import outbox, schema
 from pipeline.fhir.errors import FhirConfigError
-from pipeline.store import DuckDbStore, StoreConfig
+from pipeline.store import DEFAULT_DB_PATH, DuckDbStore, StoreConfig
 from pipeline.text_table import print_table
 
 __all__ = ["OPERATIONS", "add_arguments", "run"]
 
-DEFAULT_DB = Path("vitalwire.duckdb")
+DEFAULT_DB = DEFAULT_DB_PATH
 
 
 class HasStore(Protocol):
