@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEFAULT_PUSH_INTERVAL_S",
     "DEFAULT_SESSION_TTL_S",
     "DashboardConfig",
     "parse_http",
@@ -28,6 +29,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_SESSION_TTL_S = 8 * 3600.0
 DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_PUSH_INTERVAL_S = 0.25
 DEFAULT_CLIENT_QUEUE = 256
 DEFAULT_BACKLOG = 2048
 DEFAULT_INGEST_STALE_S = 30.0
@@ -51,6 +53,9 @@ class DashboardConfig:
         cookie_secure: Mark the session cookie ``Secure`` (set it when served over HTTPS).
         heartbeat_s: Seconds between heartbeats on every live connection (the page shows its
             banner when none came for 2.5 heartbeats).
+        push_interval_s: Vital-sign changes are gathered and sent as one ``vitals`` delta at
+            most this often, whatever the ingest rate (0: one delta per batch). What the live
+            clients cost the pipeline then depends on the number of clients, not on the rate.
         client_queue: Messages queued per live client; beyond it the oldest is dropped, the drop
             counted and the client resynchronised with a fresh snapshot.
         backlog: Deltas kept for backfill: a client reconnecting with a sequence number still in
@@ -66,6 +71,7 @@ class DashboardConfig:
     session_ttl_s: float = DEFAULT_SESSION_TTL_S
     cookie_secure: bool = False
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    push_interval_s: float = DEFAULT_PUSH_INTERVAL_S
     client_queue: int = DEFAULT_CLIENT_QUEUE
     backlog: int = DEFAULT_BACKLOG
     ingest_stale_s: float = DEFAULT_INGEST_STALE_S
@@ -87,6 +93,12 @@ class DashboardConfig:
                 math.isfinite(value) and value > 0
             ):
                 raise ConfigError(f"dashboard.{name}: expected seconds > 0, got {value!r}")
+        push = self.push_interval_s
+        if isinstance(push, bool) or not isinstance(push, int | float) or not (
+            math.isfinite(push) and 0 <= push <= 10
+        ):
+            raise ConfigError(f"dashboard.push_interval_s: expected seconds in [0, 10], "
+                              f"got {push!r}")
         for name, low in (("client_queue", 2), ("backlog", 1), ("max_points", 10)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

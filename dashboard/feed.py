@@ -10,8 +10,11 @@ Every delta carries the next sequence number (``seq``); heartbeats carry the cur
 client that missed a delta sees the gap and asks for a resync. A client reconnecting with
 ``since=<seq>`` and the same ``epoch`` (one per feed instance) gets the deltas it missed from
 the backlog, or else a snapshot. ``on_batch`` and ``on_alert_events`` never block and never
-await: they update the state with a few frame operations, serialize each delta once and append
-it to every client's queue. A client whose queue is full loses its oldest message; the drop is
+await. ``on_batch`` only keeps the batch's latest-value columns; every ``push_interval_s`` the
+feed merges what was kept into the state with a few frame operations and sends one ``vitals``
+delta, so the cost of the live clients follows the number of clients, not the ingest rate.
+Alert deltas go out at once. Each delta is serialized once and appended to every client's
+queue. A client whose queue is full loses its oldest message; the drop is
 counted and the client gets ``{"type": "resync"}`` and a fresh snapshot instead of the rest.
 
 Message types (JSON text frames): ``snapshot``, ``vitals``, ``alerts``, ``news2``, ``plans``,
@@ -172,6 +175,7 @@ class LiveFeed:
         self._plans: dict[str, int] = {}
         self._backlog: deque[tuple[int, str]] = deque(maxlen=self.config.backlog)
         self._snapshot: tuple[int, str] | None = None
+        self._pending: list[pl.DataFrame] = []
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -185,17 +189,18 @@ class LiveFeed:
         self._snapshot = None
 
     def start(self) -> None:
-        """Start the heartbeat task (idempotent)."""
+        """Start the task that pushes vitals and heartbeats (idempotent)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._heartbeat_loop(), name="dashboard-heartbeat")
+            self._task = asyncio.create_task(self._push_loop(), name="dashboard-feed")
 
     async def stop(self) -> None:
-        """Stop the heartbeat and close every client. Idempotent."""
+        """Send what is pending, stop the push task and close every client. Idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.flush()
         for client in list(self.clients):
             client.close()
         self.clients.clear()
@@ -229,13 +234,23 @@ class LiveFeed:
     # -- inputs ------------------------------------------------------------------------------
 
     def on_batch(self, batch: ReadingBatch) -> None:
-        """A committed, normalized batch: update the latest values and send one delta."""
+        """A committed, normalized batch: kept for the next ``vitals`` delta (sent at once
+        when ``push_interval_s`` is 0)."""
         r = batch.readings
         self.stats.batches += 1
         self.stats.readings += r.height
         self.stats.last_batch_us = self.clock_us()
         if r.height:
-            rows = self._merge(r)
+            self._pending.append(r.select("patient_id", "metric", "value", "observed_at"))
+        if self.config.push_interval_s == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Merge the kept readings into the state and send one ``vitals`` delta with the
+        values that changed; then any NEWS2 changes."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            rows = self._merge(pl.concat(pending, rechunk=False))
             if rows:
                 self._publish("vitals", {"rows": rows})
         self._poll_news2()
@@ -356,6 +371,7 @@ class LiveFeed:
 
     def patients(self) -> list[dict[str, Any]]:
         """Every known patient with latest vitals, NEWS2, plan version and open alert ids."""
+        self.flush()
         vitals: dict[str, dict[str, Any]] = {p: {} for p in self._patients}
         for pid, metric, value, t, delta, trend in self._state.select(
             "patient_id", "metric", "value", "t", "delta", "trend"
@@ -377,6 +393,7 @@ class LiveFeed:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole ward as of :attr:`seq`."""
+        self.flush()
         return {
             "type": "snapshot", "seq": self.seq, "epoch": self.epoch,
             "server_us": self.clock_us(), "last_batch_us": self.stats.last_batch_us,
@@ -386,13 +403,14 @@ class LiveFeed:
 
     def snapshot_text(self) -> str:
         """The snapshot serialized (cached until the next delta)."""
+        self.flush()
         if self._snapshot is None or self._snapshot[0] != self.seq:
             self._snapshot = (self.seq, orjson.dumps(self.snapshot()).decode())
         return self._snapshot[1]
 
     def heartbeat(self) -> None:
         """Tell every client the server is alive, the current ``seq`` and the ingest age."""
-        self._poll_news2()
+        self.flush()
         now = self.clock_us()
         last = self.stats.last_batch_us
         text = orjson.dumps({
@@ -402,10 +420,16 @@ class LiveFeed:
         for client in self.clients:
             client.offer(text)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _push_loop(self) -> None:
+        push = self.config.push_interval_s or self.config.heartbeat_s
+        next_beat = time.monotonic() + self.config.heartbeat_s
         while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            self.heartbeat()
+            await asyncio.sleep(min(push, max(next_beat - time.monotonic(), 0.0)))
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.config.heartbeat_s
+                self.heartbeat()
+            else:
+                self.flush()
 
     # -- clients -----------------------------------------------------------------------------
 

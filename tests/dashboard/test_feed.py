@@ -25,7 +25,9 @@ class Clock:
 
 
 def make(**kw: object) -> tuple[LiveFeed, Clock]:
+    """A feed that sends each batch's delta at once unless ``push_interval_s`` is given."""
     clock = Clock()
+    kw.setdefault("push_interval_s", 0.0)
     return LiveFeed(DashboardConfig(**kw), clock_us=clock), clock  # type: ignore[arg-type]
 
 
@@ -167,3 +169,64 @@ def test_seed_and_disconnect() -> None:
     feed.disconnect(client)
     feed.on_batch(batch([("P009", "spo2", 90.0, T0 + S)]))
     assert client.take_nowait() == [] and feed.clients == set()
+
+
+def test_batches_between_pushes_make_one_delta_with_the_latest_values() -> None:
+    feed, _ = make(push_interval_s=0.25)
+    client = feed.connect("nurse")
+    client.take_nowait()
+    for i in range(20):  # 20 batches between two pushes
+        feed.on_batch(batch([("P001", "heart_rate", 60.0 + i, T0 + i * S),
+                             ("P002", "spo2", 90.0 + i % 3, T0 + i * S)]))
+    assert client.take_nowait() == [] and feed.seq == 0
+    feed.flush()
+    (delta,) = msgs(client.take_nowait())
+    assert delta["type"] == "vitals" and delta["seq"] == 1
+    assert sorted((r[0], r[1], r[2], r[3]) for r in delta["rows"]) == [
+        ("P001", "heart_rate", 79.0, T0 + 19 * S), ("P002", "spo2", 91.0, T0 + 19 * S)]
+    feed.flush()  # nothing new: no delta
+    assert client.take_nowait() == [] and feed.seq == 1
+
+
+def test_pending_readings_are_in_the_snapshot_and_the_heartbeat_seq() -> None:
+    feed, _ = make(push_interval_s=5.0)
+    watcher = feed.connect("watcher")
+    watcher.take_nowait()
+    feed.on_batch(batch([("P001", "heart_rate", 88.0, T0)]))
+    late = feed.connect("late")  # its snapshot includes the pending reading...
+    (snap,) = msgs(late.take_nowait())
+    assert snap["seq"] == 1
+    assert snap["patients"][0]["vitals"]["heart_rate"]["value"] == 88.0
+    assert [m["seq"] for m in msgs(watcher.take_nowait())] == [1]  # ...sent to the others too
+    feed.on_batch(batch([("P001", "heart_rate", 90.0, T0 + S)]))
+    feed.heartbeat()
+    delta, hb = msgs(watcher.take_nowait())
+    assert (delta["type"], delta["seq"], hb["type"], hb["seq"]) == ("vitals", 2, "heartbeat", 2)
+
+
+async def test_push_task_sends_pending_vitals_on_its_cadence() -> None:
+    import asyncio
+
+    feed, _ = make(push_interval_s=0.05, heartbeat_s=60.0)
+    async with feed:
+        client = feed.connect("nurse")
+        client.take_nowait()
+        feed.on_batch(batch([("P001", "heart_rate", 70.0, T0)]))
+        feed.on_batch(batch([("P001", "heart_rate", 71.0, T0 + S)]))
+        assert client.pending() == 0
+        (delta,) = msgs(await asyncio.wait_for(client.take(), 5.0))
+        assert delta["type"] == "vitals" and delta["rows"][0][2] == 71.0
+        feed.on_batch(batch([("P001", "heart_rate", 72.0, T0 + 2 * S)]))
+    assert [m["rows"][0][2] for m in msgs(client.take_nowait())] == []  # closed on stop
+    assert feed.patients()[0]["vitals"]["heart_rate"]["value"] == 72.0  # flushed on stop
+
+
+def test_push_interval_is_validated() -> None:
+    import pytest
+
+    from gateway.errors import ConfigError
+
+    for bad in (-0.1, float("nan"), 11.0, True, "1"):
+        with pytest.raises(ConfigError, match="dashboard.push_interval_s"):
+            DashboardConfig(push_interval_s=bad)  # type: ignore[arg-type]
+    assert DashboardConfig(push_interval_s=0).push_interval_s == 0

@@ -92,7 +92,9 @@ async def test_reconnect_with_since_gets_the_missed_deltas(stack: Stack) -> None
     async with websockets.connect(ws_url(stack), additional_headers=auth) as ws:
         snap = await recv(ws)
     await stack.push([("P001", "heart_rate", 61.0, now)])
+    stack.feed.flush()  # each reading its own delta (the push task would merge them)
     await stack.push([("P001", "heart_rate", 62.0, now + S)])
+    stack.feed.flush()
     query = f"?since={snap['seq']}&epoch={snap['epoch']}"
     async with websockets.connect(ws_url(stack, query), additional_headers=auth) as ws:
         # The engine's periodic sweep may publish a NEWS2 delta between the two readings:
@@ -109,8 +111,9 @@ async def test_reconnect_with_since_gets_the_missed_deltas(stack: Stack) -> None
 
 @pytest.fixture
 async def small_queue_stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(tmp_path, DashboardConfig(port=0, client_queue=8,
-                                                       heartbeat_s=30.0)) as s:
+    # One delta per batch, so that a stalled client's queue fills within a few batches.
+    async with running_stack(tmp_path, DashboardConfig(port=0, client_queue=8, heartbeat_s=30.0,
+                                                       push_interval_s=0)) as s:
         yield s
 
 
