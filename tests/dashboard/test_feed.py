@@ -227,6 +227,6 @@ def test_push_interval_is_validated() -> None:
     from gateway.errors import ConfigError
 
     for bad in (-0.1, float("nan"), 11.0, True, "1"):
-        with pytest.raises(ConfigError, match="dashboard.push_interval_s"):
+        with pytest.raises(ConfigError, match=r"dashboard\.push_interval_s"):
             DashboardConfig(push_interval_s=bad)  # type: ignore[arg-type]
     assert DashboardConfig(push_interval_s=0).push_interval_s == 0
