@@ -263,6 +263,7 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
                                                                  max_age_ms=max_age_ms))
     latencies: list[int] = []
     before: list[np.ndarray] = []
+    received: list[np.ndarray] = []
     measuring = {"on": False}
     per_batch: list[float] = []
     async with Service(config) as svc:
@@ -275,6 +276,7 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
             if measuring["on"] and out.readings.height:
                 observed = out.readings["observed_at"].dt.epoch("us").to_numpy()
                 before.append(arrived_us - observed)
+                received.append(out.readings["received_at"].dt.epoch("us").to_numpy() - observed)
             if not run_engine:
                 return
             if PROFILE is not None:
@@ -289,18 +291,8 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
                                  if e.kind == "opened" and e.rule_id == "bench_hr"
                                  and e.observed_at_us is not None)
 
-        if hasattr(svc, "add_pre_commit"):
-            svc.add_pre_commit(alert)
-        else:  # a service without the hook: run the engine right after normalization
-            inner = svc.normalizer
+        svc.add_pre_commit(alert)
 
-            def normalize_then_alert(batch: ReadingBatch, assignments: pl.DataFrame,
-                                     now_us: int) -> ReadingBatch:
-                out = inner(batch, assignments, now_us)
-                alert(out)
-                return out
-
-            svc.normalizer = normalize_then_alert  # type: ignore[assignment]
         async def ticker() -> None:
             """What the service does besides batches: tick and persist once a second."""
             while True:
@@ -329,7 +321,10 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
         stored = svc.stats.stored
     lat = np.array(latencies, dtype=np.float64) / 1e3
     pre = np.concatenate(before) / 1e3 if before else np.zeros(0)
+    rec = np.concatenate(received) / 1e3 if received else np.zeros(0)
     return {
+        "received_p50_ms": float(np.percentile(rec, 50)) if len(rec) else None,
+        "received_p99_ms": float(np.percentile(rec, 99)) if len(rec) else None,
         "pre_commit_p50_ms": float(np.percentile(pre, 50)) if len(pre) else None,
         "pre_commit_p99_ms": float(np.percentile(pre, 99)) if len(pre) else None,
         "published_readings": sent, "stored_readings": stored, "alerts_measured": len(lat),
@@ -397,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"published {res['published_readings']:,} readings at {args.rate:,.0f}/s, "
               f"{res['alerts_measured']} alerts measured; batches close after "
               f"{res['batch_max_age_ms']:g} ms")
+        print(f"publish -> received by the gateway: p50 {res['received_p50_ms']:.1f} ms, "
+              f"p99 {res['received_p99_ms']:.1f} ms")
         print(f"publish -> normalized batch (before the engine): p50 "
               f"{res['pre_commit_p50_ms']:.1f} ms, p99 {res['pre_commit_p99_ms']:.1f} ms")
         if res["p99_ms"] is not None:

@@ -11,22 +11,45 @@ that names it. Checks run in this order, so a reading is rejected for its first 
 5. ``future_timestamp`` / ``stale_timestamp``   device time too far ahead of / behind the gateway
    (a reading replayed from quarantine may be old: only the future check applies to it)
 6. ``unassigned_device``   no assignment covers the device at the reading's time (replayable)
+
+The checks are numpy masks over the batch's columns, indexed by the metric's enum code into
+tables prepared once from the catalogue; a batch in which every reading passes costs one
+``with_columns``. Reasons are formatted only for the rejected readings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from pipeline.catalogue import Catalogue, catalogue
 from pipeline.errors import ConfigError
-from pipeline.readings import Quality, ReadingBatch
+from pipeline.readings import READING_SCHEMA, Quality, ReadingBatch
 from pipeline.registry import resolve_patients
 
 __all__ = ["NormalizeConfig", "Normalizer", "normalize"]
 
 _BP = ("systolic_bp", "diastolic_bp", "mean_bp")
+_METRICS: list[str] = list(READING_SCHEMA["metric"].categories)  # type: ignore[attr-defined]
+"""Metric names by enum code."""
+_FMT_TS = "%Y-%m-%dT%H:%M:%S%.6fZ"
+
+# (reason_code, field) of each check, in the order they apply.
+_CHECKS = (
+    ("unit_not_accepted", "unit"),
+    ("missing_value", "value"),
+    ("implausible_value", "value"),
+    ("inconsistent_bp", "value"),
+    ("future_timestamp", "ts"),
+    ("stale_timestamp", "ts"),
+    ("unassigned_device", "device_id"),
+)
+_UNIT, _MISSING, _IMPLAUSIBLE, _BP_SET, _FUTURE, _STALE, _UNASSIGNED = range(len(_CHECKS))
+_OK = len(_CHECKS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,207 +72,260 @@ class NormalizeConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Normalizer:
-    """The catalogue's tables, prepared once, and the limits."""
+class _Assigned:
+    """Devices with exactly one assignment as arrays (the common case, resolved without a
+    join); devices with several are resolved by :func:`resolve_patients`. The arrays end with
+    a sentinel that covers no time, where unknown devices point."""
 
-    units: pl.DataFrame
-    ranges: pl.DataFrame
+    frame: pl.DataFrame
+    devices: pl.Series
+    index: pl.Series
+    patients: npt.NDArray[np.object_]
+    valid_from: npt.NDArray[np.int64]
+    valid_to: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, assignments: pl.DataFrame) -> _Assigned:
+        lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        a = assignments.select(
+            pl.col("device_id").cast(pl.Utf8), pl.col("patient_id").cast(pl.Utf8),
+            pl.col("valid_from").dt.epoch("us").fill_null(lo),
+            pl.col("valid_to").dt.epoch("us").fill_null(hi),
+            pl.len().over("device_id").alias("n"),
+        )  # fmt: skip
+        single = a.filter(pl.col("n") == 1)
+        several = a.filter(pl.col("n") > 1)["device_id"].unique()
+        devices = pl.concat([single["device_id"], several])
+        index = pl.Series(np.concatenate([np.arange(single.height), np.full(len(several), -2)]),
+                          dtype=pl.Int32)
+        return cls(assignments, devices, index,
+                   np.array([*single["patient_id"].to_list(), None], dtype=object),
+                   np.append(single["valid_from"].to_numpy(), hi),
+                   np.append(single["valid_to"].to_numpy(), lo))
+
+    def resolve(self, readings: pl.DataFrame, ts: npt.NDArray[np.int64]
+                ) -> npt.NDArray[np.object_]:
+        """The patient of each reading (``None`` where no assignment covers it)."""
+        idx = readings["device_id"].replace_strict(
+            self.devices, self.index, default=-1, return_dtype=pl.Int32
+        ).to_numpy()
+        at = np.where(idx >= 0, idx, len(self.patients) - 1)
+        covered = (ts >= self.valid_from[at]) & (ts < self.valid_to[at])
+        out = self.patients[at]  # a copy (fancy indexing)
+        out[~covered] = None
+        several = idx == -2
+        if several.any():
+            out[several] = resolve_patients(readings.filter(pl.Series(several)),
+                                            self.frame).to_numpy()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Normalizer:
+    """The catalogue's tables as arrays indexed by the metric's enum code, and the limits."""
+
     config: NormalizeConfig
+    unit_names: pl.Series
+    unit_ids: pl.Series
+    factor: npt.NDArray[np.float64]  # [metric, unit id]; NaN where not accepted
+    offset: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    canonical: npt.NDArray[np.object_]
+    accepted: npt.NDArray[np.object_]
+    bp_codes: npt.NDArray[np.uint32]
+    _assigned: list[_Assigned] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_catalogue(
         cls, cat: Catalogue | None = None, config: NormalizeConfig = NormalizeConfig()
     ) -> Normalizer:
-        """Prepare the join tables of ``cat`` (the shipped catalogue by default)."""
+        """Prepare the tables of ``cat`` (the shipped catalogue by default)."""
         cat = cat or catalogue()
-        accepted = pl.DataFrame(
-            {
-                "metric": list(cat.names),
-                "accepted": [", ".join(m.accepted_units()) for m in cat.metrics],
-            }
-        )
-        units = (
-            cat.unit_table()
-            .join(accepted, on="metric")
-            .with_columns(pl.col("metric").cast(pl.Enum(list(cat.names))))
-        )
-        ranges = (
-            cat.range_table()
-            .join(accepted, on="metric")
-            .with_columns(pl.col("metric").cast(pl.Enum(list(cat.names))))
-        )
-        return cls(units, ranges, config)
+        names = _METRICS
+        units = sorted({c.unit for m in cat.metrics for c in m.units})
+        uid = {u: i for i, u in enumerate(units)}
+        factor = np.full((len(names), len(units)), np.nan)
+        offset = np.zeros((len(names), len(units)))
+        low, high = np.full(len(names), np.nan), np.full(len(names), np.nan)
+        canonical = np.full(len(names), None, dtype=object)
+        accepted = np.full(len(names), "", dtype=object)
+        for m in cat.metrics:
+            code = names.index(m.name)
+            for c in m.units:
+                factor[code, uid[c.unit]], offset[code, uid[c.unit]] = c.factor, c.offset
+            low[code], high[code] = m.plausible_low, m.plausible_high
+            canonical[code] = m.canonical_unit
+            accepted[code] = ", ".join(m.accepted_units())
+        bp = np.array([names.index(b) for b in _BP if b in names], dtype=np.uint32)
+        return cls(config, pl.Series(units, dtype=pl.Utf8),
+                   pl.Series(range(len(units)), dtype=pl.Int32), factor, offset, low, high,
+                   canonical, accepted, bp)
 
     def __call__(self, batch: ReadingBatch, assignments: pl.DataFrame, now_us: int) -> ReadingBatch:
         return normalize(batch, self, assignments, now_us)
 
-
-def _convert_units(batch: ReadingBatch, n: Normalizer) -> ReadingBatch:
-    joined = batch.readings.join(
-        n.units.select("metric", "unit", "factor", "offset", "canonical_unit", "accepted"),
-        on=["metric", "unit"],
-        how="left",
-        maintain_order="left",
-    )
-    bad = joined["factor"].is_null()
-    if bad.any():
-        accepted = batch.readings.select("metric").join(
-            n.ranges.select("metric", "accepted"), on="metric", how="left", maintain_order="left"
-        )
-        why = (
-            batch.readings.with_columns(_accepted=accepted["accepted"])
-            .select(
-                pl.format(
-                    "unit: '{}' is not an accepted unit for {} (accepted: {})",
-                    pl.col("unit").fill_null(""),
-                    pl.col("metric").cast(pl.Utf8),
-                    pl.col("_accepted"),
-                )
-            )
-            .to_series()
-        )
-        batch = batch.reject(bad, "unit_not_accepted", "unit", why)
-        joined = joined.filter(~bad)
-    changed = joined.select((pl.col("factor") != 1.0) | (pl.col("offset") != 0.0)).to_series()
-    readings = batch.readings.with_columns(
-        value=joined["value"] * joined["factor"] + joined["offset"],
-        unit=joined["canonical_unit"],
-        quality=pl.when(changed)
-        .then(pl.col("quality") | int(Quality.CONVERTED))
-        .otherwise(pl.col("quality"))
-        .cast(pl.UInt8),
-    )
-    return batch.replace(readings=readings)
-
-
-def _check_values(batch: ReadingBatch, n: Normalizer) -> ReadingBatch:
-    absent = (pl.col("quality") & int(Quality.VALUE_ABSENT)) != 0
-    missing = batch.readings.select(pl.col("value").is_null() & ~absent).to_series()
-    batch = batch.reject(missing, "missing_value", "value", pl.lit("value: missing"))
-    with_bounds = batch.readings.join(
-        n.ranges.select("metric", "plausible_low", "plausible_high"),
-        on="metric",
-        how="left",
-        maintain_order="left",
-    )
-    low, high, value = pl.col("plausible_low"), pl.col("plausible_high"), pl.col("value")
-    outside = with_bounds.select(value.is_not_null() & ((value < low) | (value > high))).to_series()
-    if not outside.any():
-        return batch
-    why = with_bounds.select(
-        pl.format(
-            "value: {} {} is outside the plausible range {}–{} {} for {}",
-            value.round(4),
-            pl.col("unit"),
-            low,
-            high,
-            pl.col("unit"),
-            pl.col("metric").cast(pl.Utf8),
-        )
-    ).to_series()
-    return batch.reject(outside, "implausible_value", "value", why)
-
-
-def _check_bp(batch: ReadingBatch) -> ReadingBatch:
-    r = batch.readings
-    is_bp = r["metric"].cast(pl.Utf8).is_in(_BP)
-    if is_bp.sum() < 2:
-        return batch
-    key = ["device_id", "observed_at"]
-    bad = (
-        r.filter(is_bp)
-        .select(*key, pl.col("metric").cast(pl.Utf8), "value")
-        .group_by(key)
-        .agg(
-            sys=pl.col("value").filter(pl.col("metric") == "systolic_bp").first(),
-            dia=pl.col("value").filter(pl.col("metric") == "diastolic_bp").first(),
-            mean=pl.col("value").filter(pl.col("metric") == "mean_bp").first(),
-        )
-        .filter(
-            (pl.col("dia") >= pl.col("sys"))
-            | (pl.col("mean") < pl.col("dia"))
-            | (pl.col("mean") > pl.col("sys"))
-        )
-        .select(
-            *key,
-            _why=pl.format(
-                "value: systolic {} / diastolic {} / mean {} mm[Hg] are inconsistent "
-                "(need diastolic < systolic and diastolic <= mean <= systolic)",
-                *(pl.col(c).round(1).cast(pl.Utf8).fill_null("-") for c in ("sys", "dia", "mean")),
-            ),
-        )
-    )
-    if bad.height == 0:
-        return batch
-    why = r.join(bad, on=key, how="left", maintain_order="left")["_why"]
-    return batch.reject(why.is_not_null() & is_bp, "inconsistent_bp", "value", why.fill_null(""))
-
-
-def _check_time(batch: ReadingBatch, n: Normalizer, now_us: int) -> ReadingBatch:
-    now = pl.lit(now_us).cast(pl.Int64)
-    ts = pl.col("observed_at").dt.epoch("us")
-    ahead = int(n.config.max_future_s * 1e6)
-    behind = int(n.config.max_past_s * 1e6)
-    r = batch.readings
-    future = r.select(ts > now + ahead).to_series()
-    batch = batch.reject(
-        future,
-        "future_timestamp",
-        "ts",
-        pl.format(
-            "ts: {} is more than {} s ahead of the gateway clock",
-            pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.lit(f"{n.config.max_future_s:g}"),
-        ),
-    )
-    replayed = (pl.col("quality") & int(Quality.REPLAYED)) != 0
-    stale = batch.readings.select((ts < now - behind) & ~replayed).to_series()
-    return batch.reject(
-        stale,
-        "stale_timestamp",
-        "ts",
-        pl.format(
-            "ts: {} is more than {} s older than the gateway clock",
-            pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            pl.lit(f"{n.config.max_past_s:g}"),
-        ),
-    )
-
-
-def resolve(batch: ReadingBatch, assignments: pl.DataFrame) -> ReadingBatch:
-    """Fill ``patient_id`` from time-bounded assignments; quarantine the rest as replayable."""
-    r = batch.readings
-    if r.height == 0:
-        return batch
-    patient = resolve_patients(r, assignments)
-    r = r.with_columns(patient_id=patient)
-    known = assignments["device_id"].unique()
-    return batch.replace(readings=r).reject(
-        patient.is_null(),
-        "unassigned_device",
-        "device_id",
-        pl.when(pl.col("device_id").is_in(known.implode()))
-        .then(
-            pl.format(
-                "device_id: device '{}' is not assigned to a patient at {}",
-                pl.col("device_id"),
-                pl.col("observed_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            )
-        )
-        .otherwise(
-            pl.format("device_id: unknown device '{}' (no assignment)", pl.col("device_id"))
-        ),
-    )
+    def assigned(self, assignments: pl.DataFrame) -> _Assigned:
+        """The index of ``assignments``, built once per frame (the service reloads the frame
+        when the registry changes)."""
+        if not self._assigned or self._assigned[0].frame is not assignments:
+            self._assigned[:] = [_Assigned.of(assignments)]
+        return self._assigned[0]
 
 
 def normalize(
     batch: ReadingBatch, n: Normalizer, assignments: pl.DataFrame, now_us: int
 ) -> ReadingBatch:
     """Run every check of this module on ``batch`` at gateway time ``now_us``."""
-    if batch.readings.height == 0:
+    r = batch.readings
+    if r.height == 0:
         return batch
-    batch = _convert_units(batch, n)
-    batch = _check_values(batch, n)
-    batch = _check_bp(batch)
-    batch = _check_time(batch, n, now_us)
-    return resolve(batch, assignments)
+    cfg = n.config
+    metric = r["metric"].to_physical().to_numpy()
+    unit = r["unit"].replace_strict(n.unit_names, n.unit_ids, default=-1,
+                                    return_dtype=pl.Int32).to_numpy()
+    factor = np.where(unit >= 0, n.factor[metric, np.maximum(unit, 0)], np.nan)
+    value = r["value"].to_numpy().astype(np.float64, copy=False)
+    value_null = r["value"].is_null().to_numpy()
+    v = value * factor + n.offset[metric, np.maximum(unit, 0)]
+    quality = r["quality"].to_numpy()
+    ts = r["observed_at"].dt.epoch("us").to_numpy()
+
+    unit_bad = np.isnan(factor)
+    missing = value_null & ((quality & Quality.VALUE_ABSENT) == 0)
+    with np.errstate(invalid="ignore"):
+        implausible = ~value_null & ((v < n.low[metric]) | (v > n.high[metric]))
+    code = np.full(r.height, _OK, dtype=np.int8)
+    checks = [
+        (_UNIT, unit_bad), (_MISSING, missing), (_IMPLAUSIBLE, implausible),
+    ]
+    for c, mask in reversed(checks):
+        code[mask] = c
+    bp_set = None
+    is_bp = np.isin(metric, n.bp_codes) & (code == _OK)
+    if is_bp.sum() >= 2:
+        bp_set = _bp_sets(r, v, metric, ts, is_bp)
+        code[bp_set[3]] = _BP_SET
+    later = [
+        (_FUTURE, ts > now_us + int(cfg.max_future_s * 1e6)),
+        (_STALE, (ts < now_us - int(cfg.max_past_s * 1e6))
+         & ((quality & Quality.REPLAYED) == 0)),
+    ]
+    for c, mask in later:
+        code[(code == _OK) & mask] = c
+    patient = n.assigned(assignments).resolve(r, ts)
+    code[(code == _OK) & (patient == None)] = _UNASSIGNED  # noqa: E711 (elementwise)
+
+    ok = code == _OK
+    converted = ok & ((factor != 1.0) | (n.offset[metric, np.maximum(unit, 0)] != 0.0))
+    new_quality = np.where(converted, quality | int(Quality.CONVERTED), quality)
+    all_ok = bool(ok.all())
+    kept = r if all_ok else r.filter(pl.Series(ok))
+    readings = kept.with_columns(
+        patient_id=pl.Series(patient[ok] if not all_ok else patient, dtype=pl.Utf8),
+        value=pl.Series(v[ok] if not all_ok else v, dtype=pl.Float64, nan_to_null=True),
+        unit=pl.Series(n.canonical[metric[ok]] if not all_ok else n.canonical[metric],
+                       dtype=pl.Utf8),
+        quality=pl.Series(new_quality[ok] if not all_ok else new_quality, dtype=pl.UInt8),
+    )
+    if all_ok:
+        return batch.replace(readings=readings)
+    rows = _quarantine_rows(batch, n, code, v, metric, bp_set, assignments)
+    return batch.replace(readings=readings,
+                         quarantine=pl.concat([batch.quarantine, rows], how="vertical"))
+
+
+def _bp_sets(r: pl.DataFrame, v: npt.NDArray[np.float64], metric: npt.NDArray[np.uint32],
+             ts: npt.NDArray[np.int64], is_bp: npt.NDArray[np.bool_]
+             ) -> tuple[npt.NDArray[Any], ...]:
+    """Per reading: its BP set's systolic, diastolic and mean (NaN when absent; a set is the
+    readings of one device at one time that passed the value checks, the first of each metric
+    counting), and whether the set is inconsistent."""
+    rows = np.flatnonzero(is_bp)
+    devices = r["device_id"].gather(rows).to_numpy()
+    _, device_code = np.unique(devices.astype(str), return_inverse=True)
+    _, group = np.unique(np.stack([device_code, ts[rows]]), axis=1, return_inverse=True)
+    group = group.reshape(-1)
+    out = []
+    for name in _BP:
+        member = np.full(group.max() + 1, np.nan)
+        pick = np.flatnonzero(metric[rows] == _METRICS.index(name))[::-1]  # the first wins
+        member[group[pick]] = v[rows[pick]]
+        per_row = np.full(len(v), np.nan)
+        per_row[rows] = member[group]
+        out.append(per_row)
+    sys_, dia, mean = out
+    with np.errstate(invalid="ignore"):
+        bad = is_bp & ((dia >= sys_) | (mean < dia) | (mean > sys_))
+    return sys_, dia, mean, bad
+
+
+def _quarantine_rows(batch: ReadingBatch, n: Normalizer, code: npt.NDArray[np.int8],
+                     v: npt.NDArray[np.float64], metric: npt.NDArray[np.uint32],
+                     bp_set: tuple[npt.NDArray[Any], ...] | None,
+                     assignments: pl.DataFrame) -> pl.DataFrame:
+    """Rejected readings as quarantine rows, grouped by check in :data:`_CHECKS` order. A
+    reading with a wrong unit keeps its own value and unit; the others are shown converted."""
+    bad = code != _OK
+    cfg = n.config
+    r = batch.readings.with_columns(
+        _code=pl.Series(code, dtype=pl.Int8), _v=pl.Series(v, nan_to_null=True),
+        _canonical=pl.Series(n.canonical[metric], dtype=pl.Utf8),
+        _low=pl.Series(n.low[metric]), _high=pl.Series(n.high[metric]),
+        _accepted=pl.Series(n.accepted[metric], dtype=pl.Utf8),
+    )  # fmt: skip
+    if bp_set is not None:
+        r = r.with_columns(**{name: pl.Series(values, nan_to_null=True) for name, values
+                              in zip(("_sys", "_dia", "_mean"), bp_set[:3], strict=False)})
+    else:
+        r = r.with_columns(_sys=pl.lit(None, pl.Float64), _dia=pl.lit(None, pl.Float64),
+                           _mean=pl.lit(None, pl.Float64))
+    r = r.filter(pl.Series(bad)).sort("_code", maintain_order=True)
+    val, unit, name = pl.col("_v"), pl.col("_canonical"), pl.col("metric").cast(pl.Utf8)
+    when = pl.col("observed_at").dt.to_string(_FMT_TS)
+    known = assignments["device_id"].cast(pl.Utf8).implode()
+    reasons = [
+        pl.format("unit: '{}' is not an accepted unit for {} (accepted: {})",
+                  pl.col("unit").fill_null(""), name, pl.col("_accepted")),
+        pl.lit("value: missing"),
+        pl.format("value: {} {} is outside the plausible range {}–{} {} for {}",
+                  val.round(4), unit, pl.col("_low"), pl.col("_high"), unit, name),
+        pl.format("value: systolic {} / diastolic {} / mean {} mm[Hg] are inconsistent "
+                  "(need diastolic < systolic and diastolic <= mean <= systolic)",
+                  *(pl.col(c).round(1).cast(pl.Utf8).fill_null("-")
+                    for c in ("_sys", "_dia", "_mean"))),
+        pl.format("ts: {} is more than {} s ahead of the gateway clock",
+                  when, pl.lit(f"{cfg.max_future_s:g}")),
+        pl.format("ts: {} is more than {} s older than the gateway clock",
+                  when, pl.lit(f"{cfg.max_past_s:g}")),
+        pl.when(pl.col("device_id").is_in(known))
+        .then(pl.format("device_id: device '{}' is not assigned to a patient at {}",
+                        pl.col("device_id"), when))
+        .otherwise(pl.format("device_id: unknown device '{}' (no assignment)",
+                             pl.col("device_id"))),
+    ]  # fmt: skip
+    c = pl.col("_code")
+    reason: pl.Expr = pl.when(c == 0).then(reasons[0])
+    for i, why in enumerate(reasons[1:], start=1):
+        reason = reason.when(c == i).then(why)  # type: ignore[attr-defined]
+    unit_bad = c == _UNIT
+    return r.join(
+        batch.messages.select("origin", "topic", "payload"), on="origin", how="left",
+        maintain_order="left",
+    ).select(
+        pl.col("received_at"),
+        pl.col("source").cast(pl.Utf8),
+        pl.col("topic"),
+        pl.col("device_id"),
+        name,
+        pl.when(unit_bad).then(pl.col("value")).otherwise(val).alias("value"),
+        pl.when(unit_bad).then(pl.col("unit")).otherwise(unit).alias("unit"),
+        pl.col("observed_at"),
+        pl.col("seq"),
+        pl.col("payload"),
+        c.replace_strict({i: k for i, (k, _) in enumerate(_CHECKS)}, return_dtype=pl.Utf8)
+        .alias("reason_code"),
+        c.replace_strict({i: f for i, (_, f) in enumerate(_CHECKS)}, return_dtype=pl.Utf8)
+        .alias("field"),
+        reason.cast(pl.Utf8).alias("reason"),
+    )  # fmt: skip

@@ -33,6 +33,7 @@ Frames are never mutated: stages return new batches, so fan-out needs no copies.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +165,27 @@ class ReadingBatch:
 
     def __len__(self) -> int:
         return self.readings.height
+
+    @classmethod
+    def concat(cls, batches: Sequence[ReadingBatch]) -> ReadingBatch:
+        """One batch holding ``batches`` in order; ``origin`` is renumbered so that every
+        reading still points at its own message."""
+        if len(batches) == 1:
+            return batches[0]
+        readings, messages, offset = [], [], 0
+        for b in batches:
+            if offset:
+                readings.append(b.readings.with_columns(pl.col("origin") + offset))
+                messages.append(b.messages.with_columns(pl.col("origin") + offset))
+            else:
+                readings.append(b.readings)
+                messages.append(b.messages)
+            offset += b.messages.height
+        return cls(
+            pl.concat(readings, how="vertical"),
+            pl.concat(messages, how="vertical"),
+            pl.concat([b.quarantine for b in batches], how="vertical"),
+        )
 
     def replace(
         self, *, readings: pl.DataFrame | None = None, quarantine: pl.DataFrame | None = None

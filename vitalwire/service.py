@@ -2,14 +2,18 @@
 
 ::
 
-    MqttReceiver ──> Batcher (decode via Router) ──> [queue of batches] ──> writer task:
-        normalize -> DuckDbStore.write (one transaction) -> PUBACK the batch's messages
-        -> batch listeners (alerts, dashboard, benchmarks)
+    MqttReceiver ──> Batcher (decode via Router) ──> [1 batch] ──> prepare task:
+        normalize -> pre-commit hooks (the alert engine: alerts go out here)
+    ──> [COMMIT_QUEUE batches] ──> writer task: the batches waiting, merged ->
+        DuckDbStore.write (one transaction) -> PUBACK their messages -> batch listeners
 
-Start order is sinks first (store, then receiver); stop order is sources first: the batcher
-flushes what it holds, the writer commits and acknowledges it, then the receiver disconnects
-and the store checkpoints and closes. Nothing received is acknowledged before it is committed,
-so a crash at any point loses nothing: the broker redelivers, and the store de-duplicates.
+The two tasks overlap: while the store writes one transaction on its own thread, the next batch
+is normalized and scored, so alerts never wait for storage, and batches that arrive during a
+write are committed together in the next one. Start order is sinks first (store, then
+receiver); stop order is sources first: the batcher flushes what it holds, the writer commits
+and acknowledges it, then the receiver disconnects and the store checkpoints and closes.
+Nothing received is acknowledged before it is committed, so a crash at any point loses
+nothing: the broker redelivers, and the store de-duplicates.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ __all__ = ["Service", "ServiceStats", "build_router"]
 log = logging.getLogger(__name__)
 
 BatchListener = Callable[[ReadingBatch, WriteResult], None]
+
+COMMIT_QUEUE = 8
+"""Prepared batches waiting for the writer; they are merged into its next transaction."""
 
 
 def build_router(config: ServiceConfig) -> Router:
@@ -102,10 +109,11 @@ class Service:
         self._stack = contextlib.AsyncExitStack()
         self._batcher: Batcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._queue: asyncio.Queue[tuple[ReadingBatch, list[object]] | None] = asyncio.Queue(2)
+        self._raw: asyncio.Queue[tuple[ReadingBatch, list[object]] | None] = asyncio.Queue(1)
+        self._prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(COMMIT_QUEUE)
         self._assignments: pl.DataFrame | None = None
         self._stopped = False
-        self._writing = False
+        self._preparing = False
         self.failed: BaseException | None = None
 
     def add_pre_commit(self, fn: Callable[[ReadingBatch], None]) -> None:
@@ -174,10 +182,11 @@ class Service:
         if self._source is None:
             self._source = await self._open_receivers()
         self._batcher = Batcher(
-            self._source, self.router.decode, self.config.batch, ready=self._writer_idle
+            self._source, self.router.decode, self.config.batch, ready=self._prepare_idle
         )
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="batcher"),
+            asyncio.create_task(self._prepare_loop(), name="prepare"),
             asyncio.create_task(self._write_loop(), name="writer"),
         ]
         return self
@@ -210,46 +219,80 @@ class Service:
         assert self._batcher is not None
         try:
             async for item in self._batcher.batches():
-                await self._queue.put(item)
+                await self._raw.put(item)
         except BaseException as exc:
-            self.failed = exc
+            self._fail(exc)
             raise
         finally:
-            await self._queue.put(None)
+            await self._raw.put(None)
 
-    def _writer_idle(self) -> bool:
-        return not self._writing and self._queue.empty()
+    def _prepare_idle(self) -> bool:
+        return not self._preparing and self._raw.empty()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed is None:
+            self.failed = exc
+        if self._batcher is not None:
+            self._batcher.stop()
+
+    async def _prepare_loop(self) -> None:
+        try:
+            while (item := await self._raw.get()) is not None:
+                if self.failed is not None:  # the writer failed: drain, score nothing more
+                    continue
+                batch, tokens = item
+                self._preparing = True
+                try:
+                    prepared = _Prepared(self.prepare(batch), tokens, batch.messages.height)
+                finally:
+                    self._preparing = False
+                await self._prepared.put(prepared)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        finally:
+            await self._prepared.put(None)
 
     async def _write_loop(self) -> None:
-        while True:
-            item = await self._queue.get()
+        done = False
+        while not done:
+            item = await self._prepared.get()
             if item is None:
                 return
-            batch, tokens = item
-            self._writing = True
+            items = [item]
+            while not self._prepared.empty():  # what arrived during the last write
+                more = self._prepared.get_nowait()
+                if more is None:
+                    done = True
+                    break
+                items.append(more)
             try:
-                await self.process(batch, tokens)
+                await self.commit(items)
             except BaseException as exc:
-                self.failed = exc
-                if self._batcher is not None:
-                    self._batcher.stop()
+                self._fail(exc)
+                # Unblock the prepare task (it may wait on a full queue) and let it finish.
+                while (await self._prepared.get()) is not None:
+                    pass
                 raise
-            finally:
-                self._writing = False
 
-    async def process(self, batch: ReadingBatch, tokens: list[object]) -> WriteResult:
-        """Normalize, commit, acknowledge and notify for one batch."""
+    def prepare(self, batch: ReadingBatch) -> ReadingBatch:
+        """Normalize one batch and hand it to the pre-commit hooks (the alert engine)."""
         assert self._assignments is not None
         out = self.normalizer(batch, self._assignments, self.clock_us())
         for before in self._pre_commit:
             before(out)
+        return out
+
+    async def commit(self, items: list[_Prepared]) -> WriteResult:
+        """Store prepared batches in one transaction, acknowledge their messages, notify."""
+        out = ReadingBatch.concat([i.batch for i in items])
         result = await self.store.write(out)
         ack = getattr(self._source, "ack", None)
         if ack is not None:
-            ack(tokens)
+            ack([t for i in items for t in i.tokens])
         s = self.stats
-        s.messages += batch.messages.height
-        s.batches += 1
+        s.messages += sum(i.messages for i in items)
+        s.batches += len(items)
         s.stored += result.stored
         s.duplicates += result.duplicates
         s.quarantined += result.quarantined
@@ -259,3 +302,16 @@ class Service:
         for fn in self._listeners:
             fn(out, result)
         return result
+
+    async def process(self, batch: ReadingBatch, tokens: list[object]) -> WriteResult:
+        """Prepare and commit one batch on its own (outside the running graph)."""
+        return await self.commit([_Prepared(self.prepare(batch), tokens, batch.messages.height)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A normalized, scored batch waiting for the writer."""
+
+    batch: ReadingBatch
+    tokens: list[object]
+    messages: int

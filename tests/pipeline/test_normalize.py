@@ -213,3 +213,51 @@ def test_replayed_readings_skip_only_the_staleness_check() -> None:
     )
     assert out.readings["seq"].to_list() == [1]
     assert out.quarantine["reason_code"].to_list() == ["future_timestamp", "stale_timestamp"]
+
+
+def test_single_and_repeated_assignments_resolve_in_one_batch() -> None:
+    t1 = NOW - 100_000_000
+    a = assignments(
+        ("D1", "P1", 0, None),  # one open assignment
+        ("D2", "P2", 0, t1), ("D2", "P8", t1, None),  # moved to another patient at t1
+        ("D3", "P3", 0, t1),  # returned at t1
+    )
+    rows = [
+        r("heart_rate", 60, "/min", device="D1", seq=1),
+        r("heart_rate", 61, "/min", device="D2", ts=t1 - 1, seq=2),
+        r("heart_rate", 62, "/min", device="D2", seq=3),
+        r("heart_rate", 63, "/min", device="D3", ts=t1 - 1, seq=4),
+        r("heart_rate", 64, "/min", device="D3", seq=5),  # after its return
+        r("heart_rate", 65, "/min", device="D7", seq=6),  # never assigned
+    ]
+    out = run(rows, assigned=a)
+    assert list(zip(out.readings["seq"], out.readings["patient_id"], strict=True)) == [
+        (1, "P1"), (2, "P2"), (3, "P8"), (4, "P3")]
+    assert out.quarantine["seq"].to_list() == [5, 6]
+    assert out.quarantine["reason_code"].to_list() == ["unassigned_device"] * 2
+
+
+def test_a_reloaded_assignment_frame_is_used_at_once() -> None:
+    n = Normalizer.from_catalogue()
+    msgs = [RawMessage("t/x", b"p", NOW, "mqtt")]
+    batch = build_batch(msgs, [r("heart_rate", 60, "/min")], [0], [])
+    before = normalize(batch, n, assignments(("D1", "P1", 0, None)), NOW)
+    after = normalize(batch, n, assignments(("D1", "P5", 0, None)), NOW)
+    assert before.readings["patient_id"].to_list() == ["P1"]
+    assert after.readings["patient_id"].to_list() == ["P5"]
+
+
+def test_blood_pressure_sets_are_per_device_and_time() -> None:
+    ts = NOW - 10_000_000
+    rows = [
+        r("systolic_bp", 120, "mm[Hg]", ts=ts, seq=1),
+        r("diastolic_bp", 80, "mm[Hg]", ts=ts + 1, seq=2),  # another time: its own set
+        r("systolic_bp", 70, "mm[Hg]", device="D2", ts=ts, seq=3),
+        r("diastolic_bp", 500, "mm[Hg]", device="D2", ts=ts, seq=4),  # implausible first
+        r("mean_bp", 75, "mm[Hg]", device="D2", ts=ts, seq=5),  # 70 / - / 75: mean > sys
+    ]
+    out = run(rows)
+    assert out.readings["seq"].to_list() == [1, 2]
+    assert out.quarantine["reason_code"].to_list() == [
+        "implausible_value", "inconsistent_bp", "inconsistent_bp"]
+    assert out.quarantine["reason"][1].startswith("value: systolic 70.0 / diastolic - / mean 75.0")
