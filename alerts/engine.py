@@ -244,11 +244,13 @@ class AlertEngine(EngineSync):
             return
         self._latest.update(r["pk"].to_numpy(), r["t"].to_numpy(),
                             r["value"].fill_null(float("nan")).to_numpy())
-        keys, _ = self._comp.index("rate", "predicted")
+        keys, _ = self._comp.index("rate", "predicted")  # sorted
         if len(keys):
-            rows = r.filter(pl.col("value").is_not_null()
-                            & pl.col("pk").is_in(pl.Series(keys).implode()))
-            if rows.height:
+            pk = r["pk"].to_numpy()
+            at = np.minimum(np.searchsorted(keys, pk), len(keys) - 1)
+            hit = (keys[at] == pk) & r["value"].is_not_null().to_numpy()
+            if hit.any():
+                rows = r.filter(pl.Series(hit))
                 rows = rows.select(HISTORY_SCHEMA.names())
                 self._history = pl.concat([self._history, rows])
                 self._history_new = pl.concat([self._history_new, rows])

@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         if PROFILE is not None:
             import pstats
 
-            pstats.Stats(PROFILE).sort_stats("cumtime").print_stats(r"alerts/", 30)
+            pstats.Stats(PROFILE).sort_stats("cumtime").print_stats(45)
     if rows:
         print(f"\nvectorized vs per-reading loop: x{min(r['speedup'] for r in rows):.1f} .. "
               f"x{max(r['speedup'] for r in rows):.1f}")
