@@ -22,6 +22,7 @@ import logging
 import math
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from pipeline.migrations import apply_migrations, component_version
@@ -130,17 +131,17 @@ def observed_ranges(observed: pl.Series) -> list[tuple[int, int]]:
     One far-off reading (a late or replayed one) would otherwise stretch a single min..max
     range over most of the table and defeat the zone maps. Nulls are left out.
     """
-    t = observed.drop_nulls().dt.epoch("us").sort()
-    if t.is_empty():
+    t = np.sort(observed.drop_nulls().dt.epoch("us").to_numpy())
+    if len(t) == 0:
         return []
-    gaps = t.diff().fill_null(0)
-    split = (gaps > RANGE_GAP_US) & (gaps.rank("ordinal", descending=True) < MAX_RANGES)
-    ranges = (
-        pl.DataFrame({"t": t, "g": split.cum_sum()})
-        .group_by("g", maintain_order=True)
-        .agg(lo=pl.col("t").min(), hi=pl.col("t").max())
-    )
-    return list(zip(ranges["lo"].to_list(), ranges["hi"].to_list(), strict=True))
+    gaps = np.diff(t)
+    big = np.flatnonzero(gaps > RANGE_GAP_US)
+    if len(big) >= MAX_RANGES:  # keep the widest gaps (the earliest of equal ones)
+        order = np.argsort(-gaps[big], kind="stable")[: MAX_RANGES - 1]
+        big = np.sort(big[order])
+    starts = np.concatenate([[0], big + 1])
+    ends = np.concatenate([big, [len(t) - 1]])
+    return [(int(t[a]), int(t[b])) for a, b in zip(starts, ends, strict=True)]
 
 
 def insert_readings_sql(view: str, observed: pl.Series, window_s: float) -> str:
