@@ -241,7 +241,7 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
     from pipeline.registry import assign
     from pipeline.store import DuckDbStore, StoreConfig
     from vitalwire.config import ServiceConfig
-    from vitalwire.service import Service
+    from vitalwire.service import Service, freeze_startup_objects
 
     with DuckDbStore.open_sync(StoreConfig(path=db, idle_checkpoint_s=0)) as s:
         for d in range(devices):
@@ -292,6 +292,7 @@ async def _service_run(port: int, db: Path, devices: int, triggers: int, patient
                                  and e.observed_at_us is not None)
 
         svc.add_pre_commit(alert)
+        freeze_startup_objects()  # as vitalwire run does once started
 
         async def ticker() -> None:
             """What the service does besides batches: tick and persist once a second."""

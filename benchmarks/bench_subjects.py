@@ -26,7 +26,7 @@ from pipeline.batcher import BatchConfig
 from pipeline.readings import ReadingBatch
 from pipeline.store import StoreConfig, WriteResult
 from vitalwire.config import ServiceConfig
-from vitalwire.service import Service
+from vitalwire.service import Service, freeze_startup_objects
 
 __all__ = [
     "LATENCY_EXCLUDED_METRICS",
@@ -205,6 +205,7 @@ async def _drain_service(config: ServiceConfig, expected: int, timeout_s: float)
     svc.add_batch_listener(on_commit)
     watch = Stopwatch()
     async with svc:
+        freeze_startup_objects()  # as vitalwire run does once started
         complete = await _run_until(svc, done, timeout_s)
     seconds, cpu = watch.seconds()
     return DrainResult(SERVICE, svc.stats.messages, svc.stats.stored, seconds, cpu,
@@ -267,6 +268,7 @@ async def _paced_service(config: ServiceConfig, ready: Any, expected: Any, warmu
 
     svc.add_batch_listener(on_commit)
     async with svc:
+        freeze_startup_objects()  # as vitalwire run does once started
         assert svc.receiver is not None
         if not await svc.receiver.wait_connected(10):
             raise RuntimeError(f"service did not connect to {config.mqtt.host}:"

@@ -183,7 +183,7 @@ async def run(args: argparse.Namespace) -> None:
     from pipeline.store import StoreConfig
     from vitalwire.broker import MosquittoBroker
     from vitalwire.config import ServiceConfig
-    from vitalwire.service import Service, build_router
+    from vitalwire.service import Service, build_router, freeze_startup_objects
 
     tmp = Path(tempfile.mkdtemp(prefix="vw-bench-dash-"))
     broker = MosquittoBroker(workdir=tmp / "broker")
@@ -214,6 +214,7 @@ async def run(args: argparse.Namespace) -> None:
                         "issue_token": True})
                     token = f"Bearer {r.json()['token']}"
                 ws_url = server.url.replace("http://", "ws://") + "/api/live"
+                freeze_startup_objects()  # as vitalwire run does once started
                 report = await measure(args, svc, source, broker.port, ws_url, token, feed)
         print_report(args, report)
     finally:

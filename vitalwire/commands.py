@@ -23,7 +23,7 @@ from pipeline.store import DuckDbStore, StoreConfig
 from pipeline.text_table import print_table
 from vitalwire.config import ServiceConfig, load_config
 from vitalwire.operations import OPERATIONS, DataContext
-from vitalwire.service import Service
+from vitalwire.service import Service, freeze_startup_objects
 
 __all__ = [
     "cmd_ble",
@@ -103,6 +103,7 @@ async def _run_until_stopped(
 ) -> None:
     started = time.monotonic()
     last = (started, 0)
+    freeze_startup_objects()
     waiter = asyncio.create_task(svc.wait())
     try:
         while not stop.is_set():

@@ -154,3 +154,17 @@ def test_concat_renumbers_origin_so_readings_keep_their_message() -> None:
     assert merged.messages["origin"].to_list() == [0, 1, 2, 3, 4]
     assert merged.readings.schema == batch_of(1).readings.schema
     assert ReadingBatch.concat([b := batch_of(9)]) is b
+
+
+def test_freeze_startup_objects_moves_live_objects_out_of_collections() -> None:
+    import gc
+
+    from vitalwire.service import freeze_startup_objects
+
+    gc.unfreeze()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 1000  # modules, functions, the catalogue...
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
