@@ -316,10 +316,6 @@ class Service:
             fn(out, result)
         return result
 
-    async def process(self, batch: ReadingBatch, tokens: list[object]) -> WriteResult:
-        """Prepare and commit one batch on its own (outside the running graph)."""
-        return await self.commit([_Prepared(self.prepare(batch), tokens, batch.messages.height)])
-
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
