@@ -186,7 +186,7 @@ def normalize(
                                     return_dtype=pl.Int32).to_numpy()
     factor = np.where(unit >= 0, n.factor[metric, np.maximum(unit, 0)], np.nan)
     value = r["value"].to_numpy().astype(np.float64, copy=False)
-    value_null = r["value"].is_null().to_numpy()
+    value_null = np.isnan(value)  # null (to_numpy makes it NaN) or NaN: no number either way
     v = value * factor + n.offset[metric, np.maximum(unit, 0)]
     quality = r["quality"].to_numpy()
     ts = r["observed_at"].dt.epoch("us").to_numpy()

@@ -261,3 +261,11 @@ def test_blood_pressure_sets_are_per_device_and_time() -> None:
     assert out.quarantine["reason_code"].to_list() == [
         "implausible_value", "inconsistent_bp", "inconsistent_bp"]
     assert out.quarantine["reason"][1].startswith("value: systolic 70.0 / diastolic - / mean 75.0")
+
+
+def test_nan_is_a_missing_value_unless_flagged_absent() -> None:
+    out = run([r("heart_rate", float("nan"), "/min", seq=1),
+               r("heart_rate", float("nan"), "/min", seq=2, quality=Quality.VALUE_ABSENT)])
+    assert out.readings["seq"].to_list() == [2]
+    assert out.readings["value"].to_list() == [None]
+    assert out.quarantine["reason_code"].to_list() == ["missing_value"]
