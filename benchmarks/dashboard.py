@@ -337,7 +337,13 @@ def main() -> None:
                         help="readings per throughput run (at most 10x the Receive Maximum)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="ABBA rounds of throughput runs (4 bursts each)")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    from gateway.config import MqttConfig
+
+    if args.burst // PER_MESSAGE > MqttConfig().receive_maximum:
+        parser.error(f"--burst: at most {MqttConfig().receive_maximum * PER_MESSAGE} readings"
+                     " (the receiver's intake holds a whole burst)")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
