@@ -184,49 +184,45 @@ def normalize(
     metric = r["metric"].to_physical().to_numpy()
     unit = r["unit"].replace_strict(n.unit_names, n.unit_ids, default=-1,
                                     return_dtype=pl.Int32).to_numpy()
-    factor = np.where(unit >= 0, n.factor[metric, np.maximum(unit, 0)], np.nan)
+    col = np.maximum(unit, 0)
+    factor = np.where(unit >= 0, n.factor[metric, col], np.nan)
+    offset = n.offset[metric, col]
     value = r["value"].to_numpy().astype(np.float64, copy=False)
     value_null = np.isnan(value)  # null (to_numpy makes it NaN) or NaN: no number either way
-    v = value * factor + n.offset[metric, np.maximum(unit, 0)]
+    v = value * factor + offset
     quality = r["quality"].to_numpy()
     ts = r["observed_at"].dt.epoch("us").to_numpy()
 
-    unit_bad = np.isnan(factor)
-    missing = value_null & ((quality & Quality.VALUE_ABSENT) == 0)
-    with np.errstate(invalid="ignore"):
-        implausible = ~value_null & ((v < n.low[metric]) | (v > n.high[metric]))
     code = np.full(r.height, _OK, dtype=np.int8)
-    checks = [
-        (_UNIT, unit_bad), (_MISSING, missing), (_IMPLAUSIBLE, implausible),
-    ]
-    for c, mask in reversed(checks):
-        code[mask] = c
+
+    def reject(check: int, mask: npt.NDArray[np.bool_]) -> None:
+        code[(code == _OK) & mask] = check  # the first failed check wins
+
+    reject(_UNIT, np.isnan(factor))
+    reject(_MISSING, value_null & ((quality & Quality.VALUE_ABSENT) == 0))
+    with np.errstate(invalid="ignore"):
+        reject(_IMPLAUSIBLE, ~value_null & ((v < n.low[metric]) | (v > n.high[metric])))
     bp_set = None
     is_bp = np.isin(metric, n.bp_codes) & (code == _OK)
     if is_bp.sum() >= 2:
         bp_set = _bp_sets(r, v, metric, ts, is_bp)
-        code[bp_set[3]] = _BP_SET
-    later = [
-        (_FUTURE, ts > now_us + int(cfg.max_future_s * 1e6)),
-        (_STALE, (ts < now_us - int(cfg.max_past_s * 1e6))
-         & ((quality & Quality.REPLAYED) == 0)),
-    ]
-    for c, mask in later:
-        code[(code == _OK) & mask] = c
+        reject(_BP_SET, bp_set[3])
+    reject(_FUTURE, ts > now_us + int(cfg.max_future_s * 1e6))
+    reject(_STALE, (ts < now_us - int(cfg.max_past_s * 1e6))
+           & ((quality & Quality.REPLAYED) == 0))
     patient = n.assigned(assignments).resolve(r, ts)
-    code[(code == _OK) & (patient == None)] = _UNASSIGNED  # noqa: E711 (elementwise)
+    reject(_UNASSIGNED, patient == None)  # noqa: E711 (elementwise)
 
     ok = code == _OK
-    converted = ok & ((factor != 1.0) | (n.offset[metric, np.maximum(unit, 0)] != 0.0))
-    new_quality = np.where(converted, quality | int(Quality.CONVERTED), quality)
     all_ok = bool(ok.all())
-    kept = r if all_ok else r.filter(pl.Series(ok))
-    readings = kept.with_columns(
-        patient_id=pl.Series(patient[ok] if not all_ok else patient, dtype=pl.Utf8),
-        value=pl.Series(v[ok] if not all_ok else v, dtype=pl.Float64, nan_to_null=True),
-        unit=pl.Series(n.canonical[metric[ok]] if not all_ok else n.canonical[metric],
-                       dtype=pl.Utf8),
-        quality=pl.Series(new_quality[ok] if not all_ok else new_quality, dtype=pl.UInt8),
+    keep = slice(None) if all_ok else ok
+    converted = (factor != 1.0) | (offset != 0.0)
+    new_quality = np.where(converted, quality | int(Quality.CONVERTED), quality)
+    readings = (r if all_ok else r.filter(pl.Series(ok))).with_columns(
+        patient_id=pl.Series(patient[keep], dtype=pl.Utf8),
+        value=pl.Series(v[keep], dtype=pl.Float64, nan_to_null=True),
+        unit=pl.Series(n.canonical[metric[keep]], dtype=pl.Utf8),
+        quality=pl.Series(new_quality[keep], dtype=pl.UInt8),
     )
     if all_ok:
         return batch.replace(readings=readings)
