@@ -164,7 +164,7 @@ def _latency(r: Report) -> list[str]:
     out.append(f"  ({lat.timed_readings} readings timed after the warm-up; CGM readings never"
                " are: their device time has whole seconds)")
     drain_rss = max(s.peak_rss for s in r.services)
-    out.append(f"  peak RSS of the service process: {_mb(lat.peak_rss)} paced,"
+    out.append(f"  peak RSS of the service (with its intake process): {_mb(lat.peak_rss)} paced,"
                f" {_mb(drain_rss)} draining a backlog")
     return out
 

@@ -9,6 +9,8 @@ reading in the batch, vectorized.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import resource
 import threading
 import time
@@ -26,6 +28,7 @@ from pipeline.batcher import BatchConfig
 from pipeline.readings import ReadingBatch
 from pipeline.store import StoreConfig, WriteResult
 from vitalwire.config import ServiceConfig
+from vitalwire.intake import IntakeProcess
 from vitalwire.service import Service, freeze_startup_objects
 
 __all__ = [
@@ -52,18 +55,51 @@ LATENCY_EXCLUDED_METRICS = ("cgm_glucose",)
 """Metrics whose device time is too coarse to time against (the CGM reports whole seconds)."""
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of another running process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_peak_rss(pid: int) -> int:
+    """Peak RSS of another running process, bytes (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class Stopwatch:
-    """Wall and process CPU time (all threads) from construction to the first :meth:`stop`."""
+    """Wall and CPU time (all threads) from construction to the first :meth:`stop`.
+
+    CPU time is this process's, plus that of processes added with :meth:`add_process` from the
+    moment they were added (the service's intake process).
+    """
 
     def __init__(self) -> None:
         self._wall0 = time.monotonic()
         self._cpu0 = time.process_time()
+        self._others: dict[int, float] = {}
         self._stopped: tuple[float, float] | None = None
+
+    def add_process(self, pid: int) -> None:
+        """Count ``pid``'s CPU time from now on."""
+        self._others[pid] = process_cpu_s(pid)
+
+    def _cpu(self) -> float:
+        others = 0.0
+        for pid, start in self._others.items():
+            with contextlib.suppress(OSError):
+                others += process_cpu_s(pid) - start
+        return time.process_time() + others
 
     def stop(self) -> None:
         """Take the end time; later calls change nothing."""
         if self._stopped is None:
-            self._stopped = (time.monotonic(), time.process_time())
+            self._stopped = (time.monotonic(), self._cpu())
 
     @property
     def stopped(self) -> bool:
@@ -72,7 +108,7 @@ class Stopwatch:
 
     def seconds(self) -> tuple[float, float]:
         """``(wall, cpu)`` seconds until the stop, or until now when not stopped."""
-        wall, cpu = self._stopped or (time.monotonic(), time.process_time())
+        wall, cpu = self._stopped or (time.monotonic(), self._cpu())
         return wall - self._wall0, cpu - self._cpu0
 
 
@@ -90,9 +126,10 @@ class DrainResult:
         messages: Messages taken (received and, for writers, committed).
         readings: Readings committed (0 for the count-only subscriber).
         seconds: From just before connecting to the last expected message done.
-        cpu_s: CPU time of the subscriber's process (all threads) over ``seconds``.
+        cpu_s: CPU time of the subscriber's processes (all threads) over ``seconds``: the
+            service's includes its intake process.
         complete: Whether every expected message arrived before the timeout.
-        peak_rss: Peak RSS of the subscriber's process, bytes.
+        peak_rss: Peak RSS of the subscriber's process (the service: plus its intake), bytes.
         detail: Counters worth printing (duplicates, quarantined, batches...).
     """
 
@@ -138,7 +175,7 @@ class LatencyResult:
             is batching, normalizing and storing).
         whole_run_ms: Publish -> committed over every timed reading, warm-up included.
         commit_span_s: First to last commit.
-        peak_rss: Peak RSS of the service process, bytes.
+        peak_rss: Peak RSS of the service process plus its intake process, bytes.
         complete: Whether every published message was committed before the timeout.
         detail: Counters worth printing.
     """
@@ -206,10 +243,24 @@ async def _drain_service(config: ServiceConfig, expected: int, timeout_s: float)
     watch = Stopwatch()
     async with svc:
         freeze_startup_objects()  # as vitalwire run does once started
+        intake = _intake_pid(svc)
+        if intake is not None:
+            watch.add_process(intake)
         complete = await _run_until(svc, done, timeout_s)
+        rss = service_peak_rss(svc)
     seconds, cpu = watch.seconds()
     return DrainResult(SERVICE, svc.stats.messages, svc.stats.stored, seconds, cpu,
-                       complete, peak_rss_bytes(), _detail(svc))
+                       complete, rss, _detail(svc))
+
+
+def _intake_pid(svc: Service) -> int | None:
+    return svc.receiver.pid if isinstance(svc.receiver, IntakeProcess) else None
+
+
+def service_peak_rss(svc: Service) -> int:
+    """Peak RSS of the service's processes (itself and its intake process), bytes."""
+    intake = _intake_pid(svc)
+    return peak_rss_bytes() + (process_peak_rss(intake) if intake is not None else 0)
 
 
 def drain_count_only(port: int, client_id: str, expected: int, timeout_s: float,
@@ -285,12 +336,13 @@ async def _paced_service(config: ServiceConfig, ready: Any, expected: Any, warmu
         watcher = asyncio.create_task(watch())
         complete = await _run_until(svc, done, timeout_s)
         watcher.cancel()
+        rss = service_peak_rss(svc)
     observed, lat_us, recv_us = _concat(observed_at), _concat(latencies), _concat(receives)
     steady = observed >= (observed.min() if observed.size else 0) + round(warmup_s * 1e6)
     span = commits[-1] - commits[0] if len(commits) > 1 else 0.0
     return LatencyResult(svc.stats.messages, svc.stats.stored, int(steady.sum()), warmup_s,
                          _percentiles_ms(lat_us[steady]), _percentiles_ms(recv_us[steady]),
-                         _percentiles_ms(lat_us), span, peak_rss_bytes(), complete,
+                         _percentiles_ms(lat_us), span, rss, complete,
                          _detail(svc))
 
 

@@ -135,7 +135,7 @@ def _profiler(pid: int, out: Path, gil_only: bool) -> subprocess.Popen[bytes] | 
         return None
     fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
     cmd = [exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--nonblocking",
-           "--format", fmt, "--output", str(out)]
+           "--subprocesses", "--format", fmt, "--output", str(out)]
     if gil_only:
         cmd.append("--gil")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -143,12 +143,13 @@ class MqttReceiver:
     async def receive(self, max_items: int, timeout: float | None) -> list[RawMessage]:
         """Take up to ``max_items`` messages, waiting up to ``timeout`` seconds for the first.
 
-        Returns an empty list on timeout or once the receiver is closed.
+        Returns an empty list on timeout or once the receiver is closed; ``timeout=0`` only
+        takes what is there.
         """
         if self._failure is not None:
             raise self._failure
         assert self._wakeup is not None, "use the receiver inside 'async with'"
-        if not self._buf and not self._closed:
+        if not self._buf and not self._closed and timeout != 0:
             self._wakeup.clear()
             self._waiting = True
             if not self._buf:  # re-check after publishing the flag: no lost wake-up

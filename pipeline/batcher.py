@@ -5,14 +5,15 @@ decoded records are turned into frames only at flush time, column by column. A b
 when it holds ``max_rows`` readings or its oldest message has waited ``max_age_ms``, whichever
 comes first; on stop, whatever is pending is flushed. When the consumer says it is busy (the
 ``ready`` predicate), an aged batch keeps growing until the consumer is free or ``max_rows`` is
-reached: under load, fewer and larger batches carry the per-batch costs.
+reached: under load, fewer and larger batches carry the per-batch costs. Once a batch has
+started, new messages are taken every :data:`GATHER_S` rather than as each arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -67,6 +68,11 @@ class MessageSource(Protocol):
 Decode = Callable[[RawMessage], DecodeResult]
 
 _BUSY_POLL_S = 0.002
+
+GATHER_S = 0.005
+"""Once a batch has started, the batcher takes new messages every this many seconds (at most:
+the age limit comes first), so a trickle of messages does not wake it once per message. A
+``max_rows`` flush is noticed within this time."""
 
 
 def _quarantine_rows(
@@ -184,12 +190,14 @@ class Batcher:
         config: BatchConfig = BatchConfig(),
         clock: Callable[[], float] = time.monotonic,
         ready: Callable[[], bool] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.source = source
         self.decode = decode
         self.config = config
         self.clock = clock
         self.ready = ready
+        self.sleep = sleep
         self._stop = asyncio.Event()
         self.messages_in = 0
         self.batches_out = 0
@@ -211,16 +219,21 @@ class Batcher:
             started: float | None = None
             while not self._stop.is_set():
                 if started is None:
-                    timeout = idle_poll
+                    got = await self.source.receive(cfg.max_messages, idle_poll)
+                    if got:
+                        started = self.clock()
                 else:
-                    timeout = max_age - (self.clock() - started)
-                    if timeout <= 0:
+                    left = max_age - (self.clock() - started)
+                    if left <= 0:
                         if self.ready is None or self.ready():
                             break
-                        timeout = _BUSY_POLL_S  # consumer busy: keep collecting
-                got = await self.source.receive(cfg.max_messages, timeout)
-                if got and started is None:
-                    started = self.clock()
+                        pause = _BUSY_POLL_S  # consumer busy: keep collecting
+                    else:
+                        pause = min(left, GATHER_S)
+                    # Let the batch gather, then take what came: one wake-up per pause, not
+                    # one per message.
+                    await self.sleep(pause)
+                    got = await self.source.receive(cfg.max_messages, 0)
                 decode = self.decode
                 for msg in got:
                     index = len(messages)

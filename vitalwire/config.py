@@ -28,6 +28,9 @@ __all__ = ["ServiceConfig", "load_config"]
 
 DEFAULT_DB = DEFAULT_DB_PATH
 
+INTAKE_MODES = ("process", "inline")
+"""Values of ``[service].intake``."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
@@ -45,6 +48,9 @@ class ServiceConfig:
             release the database file before giving up.
         fhir: FHIR export to the EHR (endpoint, auth, bundle size, per-metric policy).
         ble: BLE devices to connect (none by default) and the BLE backend.
+        intake: Where MQTT receive, decoding and batching run: ``process`` (a child process,
+            so they use a second CPU core; see :mod:`vitalwire.intake`) or ``inline`` (in the
+            service process). With BLE devices configured the intake is always inline.
     """
 
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -57,6 +63,13 @@ class ServiceConfig:
     store_lock_wait_s: float = 10.0
     fhir: FhirConfig = field(default_factory=FhirConfig)
     ble: BleConfig = field(default_factory=BleConfig)
+    intake: str = "process"
+
+    def __post_init__(self) -> None:
+        if self.intake not in INTAKE_MODES:
+            raise ConfigError(
+                f"intake: {self.intake!r} is not one of {', '.join(INTAKE_MODES)}"
+            )
 
     def with_overrides(self, **changes: Any) -> ServiceConfig:
         """A copy with some sub-configs replaced (``mqtt=...``, ``store=...``)."""
@@ -147,8 +160,16 @@ def load_config(path: Path | None) -> ServiceConfig:
         if not d.is_dir():
             raise ConfigError(f"{path}: [profiles].dirs: {d} is not a folder")
     service = data.get("service", {})
-    if not isinstance(service, dict) or set(service) - {"progress_s", "store_lock_wait_s"}:
-        raise ConfigError(f"{path}: [service] takes only 'progress_s' and 'store_lock_wait_s'")
+    service_keys = {"progress_s", "store_lock_wait_s", "intake"}
+    if not isinstance(service, dict) or set(service) - service_keys:
+        raise ConfigError(
+            f"{path}: [service] takes only {', '.join(repr(k) for k in sorted(service_keys))}"
+        )
+    intake = service.get("intake", base.intake)
+    if intake not in INTAKE_MODES:
+        raise ConfigError(
+            f"{path}: [service].intake: expected one of {', '.join(INTAKE_MODES)}, got {intake!r}"
+        )
     progress = _coerce(
         service.get("progress_s", base.progress_s), float, f"{path}: [service].progress_s"
     )
@@ -160,5 +181,5 @@ def load_config(path: Path | None) -> ServiceConfig:
     fhir = load_fhir_config(data.get("fhir", {}), f"{path}: [fhir]", Path(path).parent)
     ble = load_ble_config(data.get("ble", {}), f"{path}: [ble]", Path(path).parent)
     return ServiceConfig(
-        mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait, fhir, ble
+        mqtt, store, batch, normalize, routes, profile_dirs, progress, lock_wait, fhir, ble, intake
     )

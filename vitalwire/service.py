@@ -14,6 +14,10 @@ receiver); stop order is sources first: the batcher flushes what it holds, the w
 and acknowledges it, then the receiver disconnects and the store checkpoints and closes.
 Nothing received is acknowledged before it is committed, so a crash at any point loses
 nothing: the broker redelivers, and the store de-duplicates.
+
+With ``intake = "process"`` (the default when no BLE device is configured) the receiver and the
+batcher run in a child process (:mod:`vitalwire.intake`), which hands over finished batches and
+sends their PUBACKs when told they are committed; the rest of the graph is the same.
 """
 
 from __future__ import annotations
@@ -23,24 +27,23 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from gateway.ble.receiver import BleReceiver
-from gateway.formats.profiles import load_profiles
-from gateway.formats.router import Router, load_default_profiles
 from gateway.mqtt_receiver import MqttReceiver
 from gateway.sources import MergedSource, Receiver
 from pipeline.batcher import Batcher, MessageSource
-from pipeline.catalogue import catalogue
 from pipeline.errors import StoreLocked
 from pipeline.fhir.exporter import FhirExporter
 from pipeline.normalize import Normalizer
 from pipeline.readings import ReadingBatch
 from pipeline.store import DuckDbStore, WriteResult
 from vitalwire.config import ServiceConfig
+from vitalwire.intake import IntakeProcess
+from vitalwire.routing import build_router
 
 __all__ = ["Service", "ServiceStats", "build_router", "freeze_startup_objects"]
 
@@ -50,15 +53,6 @@ BatchListener = Callable[[ReadingBatch, WriteResult], None]
 
 COMMIT_QUEUE = 8
 """Prepared batches waiting for the writer; they are merged into its next transaction."""
-
-
-def build_router(config: ServiceConfig) -> Router:
-    """Routes and device profiles (shipped plus configured folders), validated."""
-    known = catalogue().names
-    profiles = dict(load_default_profiles(known))
-    for folder in config.profile_dirs:
-        profiles.update(load_profiles(folder, known))
-    return Router(config.routes, profiles)
 
 
 def freeze_startup_objects() -> None:
@@ -112,15 +106,16 @@ class Service:
         self.clock_us = clock_us
         self.stats = ServiceStats()
         self.store = DuckDbStore(config.store)
-        self.receiver: MqttReceiver | None = None
+        self.receiver: MqttReceiver | IntakeProcess | None = None
         self.fhir: FhirExporter | None = None
         self.ble: BleReceiver | None = None
         self._source = source
+        self._ack: Callable[[Sequence[object]], None] | None = None
         self._listeners: list[BatchListener] = []
         self._pre_commit: list[Callable[[ReadingBatch], None]] = []
         self._assignment_listeners: list[Callable[[pl.DataFrame], None]] = []
         self._stack = contextlib.AsyncExitStack()
-        self._batcher: Batcher | None = None
+        self._batcher: Batcher | IntakeProcess | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._raw: asyncio.Queue[tuple[ReadingBatch, list[object]] | None] = asyncio.Queue(1)
         self._prepared: asyncio.Queue[_Prepared | None] = asyncio.Queue(COMMIT_QUEUE)
@@ -192,11 +187,17 @@ class Service:
             FhirExporter(self.config.fhir, self.store)
         )
         await self.refresh_assignments()
-        if self._source is None:
-            self._source = await self._open_receivers()
-        self._batcher = Batcher(
-            self._source, self.router.decode, self.config.batch, ready=self._prepare_idle
-        )
+        if self._source is None and self.config.intake == "process" and not self.config.ble.devices:
+            intake = await self._stack.enter_async_context(IntakeProcess(self.config))
+            self.receiver = self._batcher = intake
+            self._ack = intake.ack
+        else:
+            if self._source is None:
+                self._source = await self._open_receivers()
+            self._batcher = Batcher(
+                self._source, self.router.decode, self.config.batch, ready=self._prepare_idle
+            )
+            self._ack = getattr(self._source, "ack", None)
         self._tasks = [
             asyncio.create_task(self._batch_loop(), name="batcher"),
             asyncio.create_task(self._prepare_loop(), name="prepare"),
@@ -214,10 +215,17 @@ class Service:
         self._stopped = True
         if self._batcher is not None:
             self._batcher.stop()
+        failures: list[BaseException] = []
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:  # re-raised once everything is closed
+                failures.append(exc)
         await self._stack.aclose()
+        if failures:
+            raise failures[0]
 
     async def wait(self) -> None:
         """Return when the service failed (re-raising the failure) or was stopped."""
@@ -300,9 +308,8 @@ class Service:
         """Store prepared batches in one transaction, acknowledge their messages, notify."""
         out = ReadingBatch.concat([i.batch for i in items])
         result = await self.store.write(out)
-        ack = getattr(self._source, "ack", None)
-        if ack is not None:
-            ack([t for i in items for t in i.tokens])
+        if self._ack is not None:
+            self._ack([t for i in items for t in i.tokens])
         s = self.stats
         s.messages += sum(i.messages for i in items)
         s.batches += len(items)

@@ -87,16 +87,20 @@ BAD = {
 }
 
 
-def service_config(broker: MosquittoBroker, db: Path) -> ServiceConfig:
+def service_config(broker: MosquittoBroker, db: Path, intake: str = "process") -> ServiceConfig:
     return ServiceConfig(
         mqtt=MqttConfig(port=broker.port, client_id="vw-e2e"),
         store=StoreConfig(path=db),
+        intake=intake,
     )
 
 
-async def test_known_mix_lands_exactly(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("intake", ["process", "inline"])
+async def test_known_mix_lands_exactly(
+    mosquitto: MosquittoBroker, tmp_path: Path, intake: str
+) -> None:
     db = tmp_path / "e2e.duckdb"
-    config = service_config(mosquitto, db)
+    config = service_config(mosquitto, db, intake)
     async with Service(config) as svc:
         for device, patient in [("GM-1", "P1"), ("SC-1", "P2"), ("BM-1", "P3"), ("PW-1", "P4")]:
             await asyncio.to_thread(

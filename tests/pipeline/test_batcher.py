@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 import polars as pl
+import pytest
 
 from gateway.formats.base import DecodeResult
 from gateway.records import RawMessage, RawReading, Rejection
-from pipeline.batcher import BatchConfig, Batcher, build_batch
+from pipeline.batcher import GATHER_S, BatchConfig, Batcher, build_batch
 from pipeline.readings import READING_SCHEMA, ReadingBatch
 
 T0 = 1_790_000_000_000_000
@@ -78,7 +79,14 @@ class ListSource:
         self.chunks = list(chunks)
         self.clock = clock
         self.timeouts: list[float | None] = []
+        self.pauses: list[float] = []
         self.on_empty: object = None
+
+    async def sleep(self, seconds: float) -> None:
+        """The batcher's pause: time passes on the test clock."""
+        self.pauses.append(seconds)
+        self.clock[0] += seconds
+        await asyncio.sleep(0)
 
     async def receive(self, max_items: int, timeout: float | None) -> list[RawMessage]:
         self.timeouts.append(timeout)
@@ -99,7 +107,8 @@ def decode_one(m: RawMessage) -> DecodeResult:
 async def test_flushes_on_size() -> None:
     clock = [0.0]
     src = ListSource([[msg(i) for i in range(3)], [msg(i) for i in range(3, 6)]], clock)
-    b = Batcher(src, decode_one, BatchConfig(max_rows=3, max_age_ms=50), lambda: clock[0])
+    b = Batcher(src, decode_one, BatchConfig(max_rows=3, max_age_ms=50), lambda: clock[0],
+                sleep=src.sleep)
     out = []
     async for batch, tokens in b.batches():
         out.append((len(batch), tokens))
@@ -112,18 +121,22 @@ async def test_flushes_on_size() -> None:
 async def test_flushes_on_age() -> None:
     clock = [0.0]
     src = ListSource([[msg(0)]], clock)
-    b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=50), lambda: clock[0])
+    b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=50), lambda: clock[0],
+                sleep=src.sleep)
     async for batch, _ in b.batches():
         assert len(batch) == 1
-        # the wait after the first message was bounded by the age limit
-        assert src.timeouts[1] is not None and src.timeouts[1] <= 0.05
+        # after the first message it paused in short steps, then flushed at the age limit
+        assert src.pauses and max(src.pauses) <= GATHER_S
+        assert sum(src.pauses) == pytest.approx(0.05)
+        assert src.timeouts[1:] == [0] * len(src.pauses)
         break
 
 
 async def test_stop_flushes_pending() -> None:
     clock = [0.0]
     src = ListSource([[msg(0), msg(1)]], clock)
-    b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=60_000), lambda: clock[0])
+    b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=60_000), lambda: clock[0],
+                sleep=src.sleep)
     src.on_empty = b.stop  # stop while two messages wait for a 60 s age limit
     got = [len(batch) async for batch, _ in b.batches()]
     assert got == [2]
@@ -131,7 +144,8 @@ async def test_stop_flushes_pending() -> None:
 
 async def test_stop_when_idle_ends_without_a_batch() -> None:
     clock = [0.0]
-    b = Batcher(ListSource([], clock), decode_one, BatchConfig(), lambda: clock[0])
+    src = ListSource([], clock)
+    b = Batcher(src, decode_one, BatchConfig(), lambda: clock[0], sleep=src.sleep)
     b.stop()
     assert [len(batch) async for batch, _ in b.batches()] == []
 
@@ -150,7 +164,7 @@ async def test_aged_batch_grows_while_the_consumer_is_busy() -> None:
 
     src.receive = receive  # type: ignore[method-assign]
     b = Batcher(src, decode_one, BatchConfig(max_rows=1000, max_age_ms=50), lambda: clock[0],
-                ready=lambda: not busy[0])
+                sleep=src.sleep, ready=lambda: not busy[0])
     sizes = []
     async for batch, _ in b.batches():
         sizes.append(len(batch))
@@ -166,7 +180,7 @@ async def test_busy_consumer_cannot_hold_a_full_batch() -> None:
     clock = [0.0]
     src = ListSource([[msg(i) for i in range(5)]], clock)
     b = Batcher(src, decode_one, BatchConfig(max_rows=5, max_age_ms=50), lambda: clock[0],
-                ready=lambda: False)
+                sleep=src.sleep, ready=lambda: False)
     async for batch, _ in b.batches():
         assert len(batch) == 5  # max_rows flushes regardless
         break

@@ -45,6 +45,8 @@ def test_missing_file_is_none_gives_defaults() -> None:
         ("[[routes]]\ntopic = 'a/{device_id}'\n", "routes[0]"),
         ("[profiles]\ndirs = ['no-such-folder']\n", "[profiles].dirs:"),
         ("mqtt = [\n", "not valid TOML"),
+        ("[service]\nintake = 'thread'\n", "[service].intake: expected one of process, inline"),
+        ("[service]\nintakes = 'inline'\n", "[service] takes only"),
     ],
 )
 def test_bad_config_names_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:
