@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=180.0,
                    help="seconds a subscriber may take before it counts as incomplete")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
-                   help="record a py-spy profile of the service's backlog drain: a flame graph"
+                   help="record a py-spy profile of the service's backlog drain (with its"
+                        " intake process): a flame graph"
                         " (.svg), speedscope (.json) or collapsed stacks (.txt); needs py-spy"
                         " and slows that drain a little")
     p.add_argument("--profile-gil", action="store_true",
