@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import socket
 import struct
@@ -98,6 +99,7 @@ class IntakeProcess:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "vitalwire.intake_child", str(theirs.fileno()),
+                str(os.getpid()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 # Its own session: a Ctrl-C in the terminal reaches only the service, which

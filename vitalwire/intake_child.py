@@ -1,4 +1,4 @@
-"""The intake process itself: ``python -m vitalwire.intake_child FD`` (started by
+"""The intake process itself: ``python -m vitalwire.intake_child FD SERVICE_PID`` (started by
 :class:`vitalwire.intake.IntakeProcess`, which documents the wire).
 
 MQTT receiver → batcher (decoding through the router) → batches to the service over the socket
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -27,6 +29,9 @@ from vitalwire.intake import IntakeSetup, read_frame, write_frame
 from vitalwire.routing import build_router
 
 log = logging.getLogger("vitalwire.intake")
+
+_PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent dies."""
 
 _WATCH_S = 0.05
 """How often the connection state is looked at (changes are sent to the service)."""
@@ -152,14 +157,27 @@ async def _main(fd: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the intake on the socket whose descriptor is the only argument."""
+    """Run the intake on the socket descriptor ``FD`` for the service process ``SERVICE_PID``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m vitalwire.intake_child FD (the service starts it)", file=sys.stderr)
+    if len(args) != 2 or not all(a.isdigit() for a in args):
+        print("usage: python -m vitalwire.intake_child FD SERVICE_PID (the service starts it)",
+              file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(int(args[1]))
     return asyncio.run(_main(int(args[0])))
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, ask the kernel to kill this process when the service (``parent``) dies; the
+    closed socket covers it otherwise: the child exits when it reads the end of the stream."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the service died before the request was made
+        os._exit(1)
 
 
 if __name__ == "__main__":

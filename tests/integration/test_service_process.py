@@ -90,6 +90,14 @@ def wait_ready(db: Path, pub: Publisher, proc: subprocess.Popen[bytes]) -> None:
     wait_until(stored_probe, 30, "the service to store a probe")
 
 
+def gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_kill9_restart_stores_every_reading_once(
     mosquitto: MosquittoBroker, tmp_path: Path
 ) -> None:
@@ -120,8 +128,11 @@ def test_kill9_restart_stores_every_reading_once(
             publisher = threading.Thread(target=publish_all)
             publisher.start()
             wait_until(lambda: sent >= 1000, 60, "1000 messages published")
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            assert len(children) == 1  # the intake process
             proc.kill()  # kill -9 mid-stream
             proc.wait(10)
+            wait_until(lambda: gone(int(children[0])), 10, "the intake process to die with it")
             publisher.join(120)  # the rest is published while the service is down
             assert sent == total
         proc = start_service(cfg, log)
