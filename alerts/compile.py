@@ -10,8 +10,9 @@ side, level) instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +42,10 @@ _COND_SCHEMA = pl.Schema(
     }
 )  # fmt: skip
 
+
+_COND_ARRAYS = ("cond_id", "ep_id", "rule_idx", "level", "low_side", "inclusive")
+_COND_FLOATS = ("trig", "clear", "n_trig", "n_clear", "gate_below", "gate_above", "for_us",
+                "count_n", "cap_us")
 
 _WHO = pl.Schema({"patient_id": pl.Utf8, "plan_version": pl.Int32, "plan_created_us": pl.Int64})
 
@@ -91,6 +96,9 @@ class Compiled:
             night limits have none).
         codes: ``patient_id -> pcode`` of every patient ever compiled by the caller.
         cond_rules: ``conds["rule_idx"]`` (sorted), for :func:`alerts.streams.expand`.
+
+    The array views (:meth:`cond_arrays`, :meth:`kind_arrays`, :meth:`index_arrays`,
+    :meth:`patient_codes`) are built on first use and kept with the compilation.
     """
 
     plans: Mapping[str, CarePlan]
@@ -104,6 +112,7 @@ class Compiled:
     _by_kind: dict[tuple[str, ...], pl.DataFrame] = field(default_factory=dict, repr=False)
     _index: dict[tuple[str, ...], tuple[npt.NDArray[np.int64], pl.DataFrame]] = field(
         default_factory=dict, repr=False)
+    _arrays: dict[object, Any] = field(default_factory=dict, repr=False)
 
     def index(self, *kinds: str) -> tuple[npt.NDArray[np.int64], pl.DataFrame]:
         """The rules of these kinds sorted by stream key, and the sorted keys (for
@@ -127,6 +136,65 @@ class Compiled:
             else:
                 expr = expr | (c("kind") == k)
         found = self._by_kind[kinds] = self.rules.filter(expr)
+        return found
+
+    def cond_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The condition columns the kernels read (:mod:`alerts.kernels`), one array each in
+        ``conds`` order: numbers as floats with NaN for null, ``zone`` the position of the
+        row's time zone in :attr:`night_zones` (-1: none)."""
+        found = self._arrays.get("conds")
+        if found is None:
+            c = self.conds
+            found = {k: c[k].to_numpy() for k in _COND_ARRAYS}
+            found |= {k: np.asarray(c[k].to_numpy(), dtype=np.float64) for k in _COND_FLOATS}
+            found |= {k: c[k].fill_null(0).to_numpy() for k in ("night_start", "night_end")}
+            tz = c["tz"].fill_null("").to_numpy()
+            zone = np.full(c.height, -1, dtype=np.int64)
+            for i, name in enumerate(self.night_zones):
+                zone[tz == name] = i
+            found["zone"] = zone
+            self._arrays["conds"] = found
+        return found
+
+    def cond_keys(self) -> pl.DataFrame:
+        """``conds`` with only the stable keys and ids (``patient_id``, ``rule_id``,
+        ``low_side``, ``level``, ``cond_id``, ``ep_id``, ``rule_idx``)."""
+        found = self._arrays.get("cond_keys")
+        if found is None:
+            found = self._arrays["cond_keys"] = self.conds.select(
+                "patient_id", "rule_id", "low_side", "level", "cond_id", "ep_id", "rule_idx")
+        return found
+
+    def kind_arrays(self, kinds: tuple[str, ...], columns: tuple[str, ...]
+                    ) -> dict[str, npt.NDArray[Any]]:
+        """These columns of :meth:`rules_of` ``kinds`` (ascending ``rule_idx``) as arrays."""
+        return self._arrays_of(("kind", kinds, columns), lambda: self.rules_of(*kinds), columns)
+
+    def index_arrays(self, kinds: tuple[str, ...], columns: tuple[str, ...]
+                     ) -> dict[str, npt.NDArray[Any]]:
+        """These columns of the rules of :meth:`index` ``kinds`` (in key order) as arrays."""
+        return self._arrays_of(("index", kinds, columns), lambda: self.index(*kinds)[1],
+                               columns)
+
+    def _arrays_of(self, key: object, frame: Callable[[], pl.DataFrame],
+                   columns: tuple[str, ...]) -> dict[str, npt.NDArray[Any]]:
+        found = self._arrays.get(key)
+        if found is None:
+            rules = frame()
+            found = self._arrays[key] = {c: rules[c].to_numpy() for c in columns}
+        return found
+
+    def patient_codes(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.object_],
+                                     npt.NDArray[np.int64]]:
+        """Patient ids of :attr:`codes` in ascending order (as text and as Python strings),
+        and their codes."""
+        found = self._arrays.get("codes")
+        if found is None:
+            names = self.codes["patient_id"].to_numpy()
+            order = np.argsort(names.astype(np.str_), kind="stable")
+            found = self._arrays["codes"] = (
+                names.astype(np.str_)[order], names[order],
+                self.codes["pcode"].to_numpy().astype(np.int64)[order])
         return found
 
     def rule(self, patient_id: str, rule_id: str) -> Rule:

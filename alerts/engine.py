@@ -55,7 +55,7 @@ from alerts.signals import (
     trend_signals,
     value_signals,
 )
-from alerts.streams import LatestValues
+from alerts.streams import SLOTS, LatestValues, positions
 from pipeline.catalogue import Catalogue, catalogue
 from pipeline.readings import ReadingBatch
 
@@ -108,7 +108,7 @@ class AlertEngine(EngineSync):
         self._observations: list[Observation] = []
         self._devices = pl.DataFrame(schema=_DEVICES)
         self._assigned = pl.DataFrame(schema=_DEVICES)
-        self._active_key: tuple[int, int] | None = None
+        self._active_key: tuple[pl.DataFrame, pl.DataFrame] | None = None
         self._active_rules = np.zeros(0, dtype=np.uint32)
         self._pending_devices: list[pl.DataFrame] = []
         self._news2 = pl.DataFrame(schema=NEWS2_SCORE_SCHEMA)
@@ -169,12 +169,12 @@ class AlertEngine(EngineSync):
         close at once. Timers (re-notification, escalation) run here and in :meth:`tick`.
         """
         comp = self._comp
-        r = readings_frame(batch.readings, comp.codes)
+        r = readings_frame(batch.readings, comp)
         self.stats.batches += 1
         self.stats.readings += r.height
         if r.height:
             r = self._drop_late(r)
-            self._pending_devices.append(r.select("device_id", "patient_id"))
+            self._pending_devices.append(r[["device_id", "patient_id"]])
         active = self._active()
         parts = [value_signals(r, comp), sensor_signals(r, comp, active)]
         if comp.rules_of("rate", "predicted").height:
@@ -184,12 +184,12 @@ class AlertEngine(EngineSync):
             parts.append(decode_signals(r, batch.quarantine, devices, comp, active))
         self._remember(r)
         if r.height and len(active):
-            stale = comp.rules_of("staleness")
-            live = stale.filter(pl.col("rule_idx").is_in(pl.Series(active).implode())
-                                & pl.col("patient_id").is_in(r["patient_id"].implode()))
-            if live.height:
+            stale = comp.kind_arrays(("staleness",), ("rule_idx", "pcode"))
+            at = positions(stale["rule_idx"], active)
+            at = at[np.isin(stale["pcode"][at], r["pk"].to_numpy() // SLOTS)]
+            if len(at):
                 parts.append(staleness_signals(self._latest, comp, now_us,
-                                               live["rule_idx"].to_numpy()))
+                                               stale["rule_idx"][at]))
         parts = [p for p in parts if p.height]
         events = self._evaluate(pl.concat(parts), now_us, "batch") if parts else []
         timers = self.book.timers(now_us)
@@ -215,9 +215,9 @@ class AlertEngine(EngineSync):
 
     def _active(self) -> npt.NDArray[np.uint32]:
         """Rule indexes with carried state (cached per state)."""
-        key = (id(self._carry_cond), id(self._carry_ep))
-        if self._active_key != key:
-            self._active_key = key
+        cached = self._active_key  # the frames themselves: an id() can be reused
+        if cached is None or cached[0] is not self._carry_cond or cached[1] is not self._carry_ep:
+            self._active_key = (self._carry_cond, self._carry_ep)
             self._active_rules = np.unique(np.concatenate([
                 self._carry_cond["rule_idx"].to_numpy(), self._carry_ep["rule_idx"].to_numpy(),
             ])).astype(np.uint32)  # fmt: skip
@@ -242,16 +242,17 @@ class AlertEngine(EngineSync):
     def _remember(self, r: pl.DataFrame) -> None:
         if r.height == 0:
             return
-        self._latest.update(r["pk"].to_numpy(), r["t"].to_numpy(),
-                            r["value"].fill_null(float("nan")).to_numpy())
+        pk = r["pk"].to_numpy()
+        self._latest.update(pk, r["t"].to_numpy(),
+                            np.asarray(r["value"].to_numpy(), dtype=np.float64))
         keys, _ = self._comp.index("rate", "predicted")  # sorted
         if len(keys):
-            pk = r["pk"].to_numpy()
             at = np.minimum(np.searchsorted(keys, pk), len(keys) - 1)
-            hit = (keys[at] == pk) & r["value"].is_not_null().to_numpy()
+            hit = keys[at] == pk
+            if hit.any() and r["value"].has_nulls():
+                hit &= r["value"].is_not_null().to_numpy()
             if hit.any():
-                rows = r.filter(pl.Series(hit))
-                rows = rows.select(HISTORY_SCHEMA.names())
+                rows = r[np.flatnonzero(hit)][HISTORY_SCHEMA.names()]
                 self._history = pl.concat([self._history, rows])
                 self._history_new = pl.concat([self._history_new, rows])
 
@@ -292,7 +293,9 @@ class AlertEngine(EngineSync):
         self.stats.evaluated += ev.rows
         if ev.transitions.height == 0:
             return []
-        rows = ev.transitions.join(comp.episodes, on="ep_id", how="left", maintain_order="left")
+        episodes = comp.episodes
+        at = np.searchsorted(episodes["ep_id"].to_numpy(), ev.transitions["ep_id"].to_numpy())
+        rows = ev.transitions.hstack(episodes[at].get_columns()[1:])
         events: list[AlertEvent] = []
         for row in rows.iter_rows(named=True):  # level changes only: a few per batch
             patient, rule_id = row["patient_id"], row["rule_id"]

@@ -16,8 +16,8 @@ needs. Carried state is kept only for conditions that are on and episodes above 
 by stable ids (patient, rule, side, level), so it stays small and survives plan changes.
 
 Rows are processed in ``(condition, t, row)`` order. Rules whose rows are all well inside the
-clear thresholds, with nothing carried, are dropped before the conditions are joined: a normal
-batch costs two filters.
+clear thresholds, with nothing carried, are dropped before the conditions are looked up: a
+normal batch costs a few array operations.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from alerts.compile import Compiled
-from alerts.kernels import episode_levels, runs
+from alerts.kernels import Columns, episode_levels, runs
 from alerts.streams import expand
 
 __all__ = [
@@ -139,28 +140,24 @@ def evaluate(
     rows = np.flatnonzero(np.isin(rule, flagged))
     if len(rows) == 0:
         return Evaluation(_NO_TRANSITIONS, carry_cond, carry_ep, 0)
-    keep = signals[rows]
-    sig_rows, at = expand(comp.cond_rules, keep["rule_idx"].to_numpy())
-    long = pl.concat([
-        keep.drop("rule_idx")[sig_rows].with_columns(sig_row=pl.Series(sig_rows,
-                                                                      dtype=pl.UInt32)),
-        comp.conds[at],
-    ], how="horizontal").sort("cond_id", "t", "sig_row")  # fmt: skip
+    long, at, sig = _long_rows(signals, rows, comp)
     r = runs(long, comp.night_zones, carry_cond)
-    cond = long["cond_id"].to_numpy()
-    ends = np.ones(long.height, dtype=bool)
+    cond = long["cond_id"]
+    ends = np.ones(len(cond), dtype=bool)
     ends[:-1] = cond[1:] != cond[:-1]
     on_at_end = np.flatnonzero(ends & r.on)
-    new_cond = long[on_at_end].select(
-        *STATE_COND_SCHEMA.names()[:4],
-        c_start=pl.Series(r.run_start[on_at_end], dtype=pl.Float64).cast(pl.Int64),
-        c_count=pl.Series(r.run_n[on_at_end], dtype=pl.Float64).cast(pl.Int64),
-        c_value=pl.Series(r.run_val[on_at_end], dtype=pl.Float64),
-        cond_id="cond_id", rule_idx="rule_idx",
-    )
     untouched = ~np.isin(carry_cond["cond_id"].to_numpy(), cond)
-    carry_cond_out = pl.concat([carry_cond[np.flatnonzero(untouched)],
-                                new_cond.cast(CARRY_COND_SCHEMA)])
+    carry_cond_out = carry_cond
+    if len(on_at_end) or not untouched.all():
+        keys = comp.cond_keys()[at[on_at_end]]
+        new_cond = pl.DataFrame([
+            *keys.get_columns()[:4],
+            pl.Series("c_start", r.run_start[on_at_end], dtype=pl.Float64).cast(pl.Int64),
+            pl.Series("c_count", r.run_n[on_at_end], dtype=pl.Float64).cast(pl.Int64),
+            pl.Series("c_value", r.run_val[on_at_end], dtype=pl.Float64),
+            keys["cond_id"], keys["rule_idx"],
+        ])  # fmt: skip
+        carry_cond_out = pl.concat([carry_cond[np.flatnonzero(untouched)], new_cond])
 
     ep = episode_levels(long, r, carry_ep["ep_id"].to_numpy(),
                         carry_ep["c_level"].to_numpy())
@@ -168,24 +165,45 @@ def evaluate(
     transitions = _NO_TRANSITIONS
     if len(changed):
         src, first_src = ep.src[changed], ep.first_src[changed]
-        transitions = long[src].select(
-            ep_id="ep_id", t="t",
-            level=pl.Series(ep.level[changed], dtype=pl.Int8),
-            prev_level=pl.Series(ep.prev_level[changed], dtype=pl.Int8),
-            signal="signal", value="value", device_id="device_id",
-            limit=pl.Series(r.trig[src], dtype=pl.Float64),
-            clear=pl.Series(r.clear[first_src], dtype=pl.Float64),
-            trigger=pl.Series(r.run_val[src], dtype=pl.Float64),
-        ).cast(TRANSITION_SCHEMA)
+        seen = signals[sig[src]]
+        transitions = pl.DataFrame([
+            pl.Series("ep_id", long["ep_id"][src], dtype=pl.UInt32), seen["t"],
+            pl.Series("level", ep.level[changed], dtype=pl.Int8),
+            pl.Series("prev_level", ep.prev_level[changed], dtype=pl.Int8),
+            seen["signal"], seen["value"], seen["device_id"],
+            pl.Series("limit", r.trig[src], dtype=pl.Float64),
+            pl.Series("clear", r.clear[first_src], dtype=pl.Float64),
+            pl.Series("trigger", r.run_val[src], dtype=pl.Float64),
+        ])  # fmt: skip
     lasts = np.flatnonzero(ep.last_of_ep)
     up = lasts[ep.level[lasts] > 0]
-    new_ep = long[ep.src[up]].select(
-        *STATE_EP_SCHEMA.names()[:3], c_level=pl.Series(ep.level[up], dtype=pl.Int8),
-        ep_id="ep_id", rule_idx="rule_idx")
     kept_ep = ~np.isin(carry_ep["ep_id"].to_numpy(), ep.ep[lasts])
-    carry_ep_out = pl.concat([carry_ep[np.flatnonzero(kept_ep)],
-                              new_ep.cast(CARRY_EP_SCHEMA)])
-    return Evaluation(transitions, carry_cond_out, carry_ep_out, keep.height)
+    carry_ep_out = carry_ep
+    if len(up) or not kept_ep.all():
+        keys = comp.cond_keys()[at[ep.src[up]]]
+        new_ep = pl.DataFrame([
+            *keys.get_columns()[:3], pl.Series("c_level", ep.level[up], dtype=pl.Int8),
+            keys["ep_id"], keys["rule_idx"],
+        ])  # fmt: skip
+        carry_ep_out = pl.concat([carry_ep[np.flatnonzero(kept_ep)], new_ep])
+    return Evaluation(transitions, carry_cond_out, carry_ep_out, len(rows))
+
+
+def _long_rows(signals: pl.DataFrame, rows: npt.NDArray[np.int64], comp: Compiled
+               ) -> tuple[Columns, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """One row per (signal row, condition of its rule) for the signal ``rows``, sorted by
+    ``(cond_id, t, sig_row)``; also the ``conds`` row and the signal row of each."""
+    sig_rows, at = expand(comp.cond_rules, signals["rule_idx"].to_numpy()[rows])
+    conds = comp.cond_arrays()
+    sig = rows[sig_rows]
+    t = signals["t"].to_numpy()[sig]
+    order = np.lexsort((sig_rows, t, conds["cond_id"][at]))
+    at, sig, sig_rows = at[order], sig[order], sig_rows[order]
+    long = {k: v[at] for k, v in conds.items()}
+    long |= {"t": t[order], "sig_row": sig_rows}
+    long |= {k: np.asarray(signals[k].to_numpy(), dtype=np.float64)[sig]
+             for k in ("signal", "value")}
+    return long, at, sig
 
 
 def naive_breaches(signals: pl.DataFrame, conds: pl.DataFrame) -> pl.DataFrame:

@@ -1,25 +1,32 @@
 """The array kernels of :func:`alerts.evaluate.evaluate`: hysteresis, runs, sustain and episode
 levels over whole columns with numpy (no Python loop over rows).
 
-Polars does the joins; once the rows of the conditions to evaluate are known and sorted by
-``(cond_id, t, sig_row)``, these steps are a handful of array operations. Forward fills use the
-running maximum of "last valid index", which never crosses a condition boundary because the
-first row of every condition is always valid (its own verdict, or the carried state).
+Once the rows of the conditions to evaluate are known and sorted by ``(cond_id, t, sig_row)``
+(:data:`Columns`: one array per column), these steps are a handful of array operations.
+Forward fills use the running maximum of "last valid index", which never crosses a condition
+boundary because the first row of every condition is always valid (its own verdict, or the
+carried state).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-__all__ = ["EpisodeRows", "Runs", "episode_levels", "local_minutes", "runs"]
+__all__ = ["Columns", "EpisodeRows", "Runs", "episode_levels", "local_minutes", "runs"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
+Columns = Mapping[str, npt.NDArray[Any]]
+"""The sorted condition rows: ``cond_id``, ``ep_id``, ``level``, ``low_side``, ``inclusive``,
+``t``, ``sig_row``, ``zone``, ``night_start``, ``night_end`` and the floats of
+:data:`FLOATS` (NaN for null)."""
 
 
 def _ffill(values: F64, valid: B) -> F64:
@@ -30,14 +37,14 @@ def _ffill(values: F64, valid: B) -> F64:
     return out
 
 
-def local_minutes(t: I64, tz: pl.Series, zones: tuple[str, ...]) -> I64:
-    """Minute of the local day of each ``t`` (UTC µs) in its row's time zone ``tz``."""
+def local_minutes(t: I64, zone_of: I64, zones: tuple[str, ...]) -> I64:
+    """Minute of the local day of each ``t`` (UTC µs) in its row's time zone
+    ``zones[zone_of]``; -1 for rows without a zone (-1), unless UTC is the only zone."""
     if zones == ("UTC",):
         return (t // 60_000_000) % 1440
     out = np.full(len(t), -1, dtype=np.int64)
-    names = tz.to_numpy()
-    for zone in zones:
-        mask = names == zone
+    for i, zone in enumerate(zones):
+        mask = zone_of == i
         if not mask.any():
             continue
         if zone == "UTC":
@@ -62,8 +69,8 @@ class Runs:
     run_val: F64
 
 
-_FLOATS = ("signal", "value", "trig", "clear", "n_trig", "n_clear", "gate_below", "gate_above",
-           "for_us", "count_n", "cap_us")
+FLOATS = ("signal", "value", "trig", "clear", "n_trig", "n_clear", "gate_below", "gate_above",
+          "for_us", "count_n", "cap_us")
 
 
 def _floats(series: pl.Series) -> F64:
@@ -88,24 +95,24 @@ def _carried(cond: npt.NDArray[np.uint32], carry: pl.DataFrame) -> dict[str, F64
     return out
 
 
-def runs(long: pl.DataFrame, zones: tuple[str, ...], carry: pl.DataFrame) -> Runs:
+def runs(long: Columns, zones: tuple[str, ...], carry: pl.DataFrame) -> Runs:
     """Verdicts, hysteresis state, runs and sustain of ``long`` (sorted by cond, t, row);
     ``carry``: the carried condition state (``cond_id``, ``c_start``, ``c_count``,
     ``c_value``)."""
-    n = long.height
-    cond = long["cond_id"].to_numpy()
-    t = long["t"].to_numpy()
-    cols = {c: _floats(long[c]) for c in _FLOATS} | _carried(cond, carry)
+    cond = long["cond_id"]
+    n = len(cond)
+    t = long["t"]
+    cols = {c: long[c] for c in FLOATS} | _carried(cond, carry)
     s, v = cols["signal"], cols["value"]
-    low = long["low_side"].to_numpy()
-    incl = long["inclusive"].to_numpy()
+    low = long["low_side"]
+    incl = long["inclusive"]
     n_trig = cols["n_trig"]
     night = np.zeros(n, dtype=bool)
     has_night = ~np.isnan(n_trig)
     if zones and has_night.any():
-        m = local_minutes(t, long["tz"].fill_null(""), zones)
-        ns = long["night_start"].fill_null(0).to_numpy()
-        ne = long["night_end"].fill_null(0).to_numpy()
+        m = local_minutes(t, long["zone"], zones)
+        ns = long["night_start"]
+        ne = long["night_end"]
         inside = np.where(ns < ne, (m >= ns) & (m < ne), (m >= ns) | (m < ne))
         night = has_night & inside & (m >= 0)
     trig = np.where(night, n_trig, cols["trig"])
@@ -164,12 +171,12 @@ class EpisodeRows:
     last_of_ep: B
 
 
-def episode_levels(long: pl.DataFrame, r: Runs, carried_ep: npt.NDArray[np.uint32],
+def episode_levels(long: Columns, r: Runs, carried_ep: npt.NDArray[np.uint32],
                    carried_level: npt.NDArray[np.int8]) -> EpisodeRows:
     """Level of each episode at each of its signal rows, and the level before it."""
-    ep = long["ep_id"].to_numpy()
-    row = long["sig_row"].to_numpy()
-    level = long["level"].to_numpy().astype(np.int8)
+    ep = long["ep_id"]
+    row = long["sig_row"]
+    level = long["level"].astype(np.int8)
     lvl = np.where(r.sustained, level, 0).astype(np.int8)
     order = np.lexsort((level, lvl, row, ep))
     e, w = ep[order], row[order]
@@ -178,7 +185,7 @@ def episode_levels(long: pl.DataFrame, r: Runs, carried_ep: npt.NDArray[np.uint3
     starts = np.flatnonzero(boundary)
     ends = np.append(starts[1:] - 1, len(order) - 1)
     src, first_src = order[ends], order[starts]
-    t = long["t"].to_numpy()
+    t = long["t"]
     g_ep, g_row, g_t = ep[src], row[src], t[src]
     by_time = np.lexsort((g_row, g_t, g_ep))
     src, first_src, g_ep = src[by_time], first_src[by_time], g_ep[by_time]

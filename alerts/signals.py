@@ -25,6 +25,8 @@ rule indexes with carried state): such rows cannot change anything.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -32,7 +34,7 @@ import polars as pl
 from alerts.compile import Compiled
 from alerts.evaluate import SIGNAL_SCHEMA
 from alerts.news2 import METRIC_PARAMETERS, score_frame
-from alerts.streams import MISSING_T, SLOTS, LatestValues, expand, metric_code, stream_key
+from alerts.streams import MISSING_T, SLOTS, LatestValues, expand, metric_code, positions
 
 __all__ = [
     "CODES_SCHEMA",
@@ -45,6 +47,7 @@ __all__ = [
     "news2_signals",
     "readings_frame",
     "sensor_signals",
+    "signal_frame",
     "staleness_signals",
     "trend_signals",
     "value_signals",
@@ -79,6 +82,7 @@ _MISSING = pl.concat_str(
 )
 _EMPTY = pl.DataFrame(schema=SIGNAL_SCHEMA)
 _RULE_PART = ["rule_idx", "lo_max", "hi_min"]
+_STALENESS_PART = ("rule_idx", "pk", "plan_created_us", "cadence_us", "lo_max", "hi_min")
 Active = npt.NDArray[np.uint32]
 
 
@@ -91,33 +95,65 @@ def _signals(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(SIGNAL_SCHEMA.names()).cast(SIGNAL_SCHEMA)
 
 
-def readings_frame(readings: pl.DataFrame, codes: pl.DataFrame) -> pl.DataFrame:
+def signal_frame(**columns: pl.Series | npt.NDArray[Any]) -> pl.DataFrame:
+    """A :data:`SIGNAL_SCHEMA` frame from its columns (series or arrays, all given)."""
+    return pl.DataFrame([
+        v.alias(k).cast(SIGNAL_SCHEMA[k]) if isinstance(v, pl.Series)
+        else pl.Series(k, v, dtype=SIGNAL_SCHEMA[k])
+        for k, v in ((k, columns[k]) for k in SIGNAL_SCHEMA.names())
+    ])  # fmt: skip
+
+
+def readings_frame(readings: pl.DataFrame, comp: Compiled) -> pl.DataFrame:
     """The producers' view of a normalized batch's readings: those of patients with a care
-    plan (``codes``: :data:`CODES_SCHEMA`), with their stream key."""
-    return readings.join(codes, on="patient_id", how="inner").select(
+    plan (:attr:`~alerts.compile.Compiled.codes`), in batch order, with their stream key."""
+    ids, names, codes = comp.patient_codes()
+    given = readings["patient_id"].to_numpy()
+    if len(ids) and len(given):
+        at = np.minimum(np.searchsorted(ids, given.astype(np.str_)), len(ids) - 1)
+        hit = names[at] == given
+    else:
+        at, hit = np.zeros(len(given), dtype=np.int64), np.zeros(len(given), dtype=bool)
+    if not hit.all():
+        keep = np.flatnonzero(hit)
+        readings, at = readings[keep], at[keep]
+    pcode = pl.Series(codes[at] * SLOTS, dtype=pl.Int64)
+    return readings.select(
         "patient_id", "device_id", pl.col("metric").cast(pl.Utf8),
         t=pl.col("observed_at").dt.epoch("us"), rt=pl.col("received_at").dt.epoch("us"),
-        value="value", quality="quality", pk=stream_key(),
+        value="value", quality="quality",
+        pk=pl.lit(pcode) + pl.col("metric").to_physical().cast(pl.Int64),
     )
 
 
-def _live(rules: pl.DataFrame, active: Active | None) -> npt.NDArray[np.bool_] | None:
+def _live(rule_idx: npt.NDArray[np.uint32], active: Active | None
+          ) -> npt.NDArray[np.bool_] | None:
+    """Which of the rules (``rule_idx``, ascending) have carried state."""
     if active is None:
         return None
-    return np.isin(rules["rule_idx"].to_numpy(), active)
+    live = np.zeros(len(rule_idx), dtype=bool)
+    live[positions(rule_idx, active)] = True
+    return live
+
+
+def _rule_idx(comp: Compiled, *kinds: str) -> npt.NDArray[np.uint32]:
+    return comp.kind_arrays(kinds, ("rule_idx",))["rule_idx"]
 
 
 def value_signals(r: pl.DataFrame, comp: Compiled) -> pl.DataFrame:
     """Threshold rules (and technical ``threshold`` rules): the reading's value."""
-    keys, rules = comp.index("threshold", "technical:threshold")
+    kinds = ("threshold", "technical:threshold")
+    keys, _ = comp.index(*kinds)
     if len(keys) == 0 or r.height == 0:
         return empty_signals()
     rows, at = expand(keys, r["pk"].to_numpy())
     if len(rows) == 0:
         return empty_signals()
-    out = pl.concat([r.select("t", "value", "device_id")[rows], rules.select(_RULE_PART)[at]],
-                    how="horizontal")
-    return _signals(out.with_columns(signal=pl.col("value")))
+    rules = comp.index_arrays(kinds, tuple(_RULE_PART))
+    value = r["value"][rows]
+    return signal_frame(rule_idx=rules["rule_idx"][at], t=r["t"][rows], signal=value,
+                        value=value, device_id=r["device_id"][rows],
+                        lo_max=rules["lo_max"][at], hi_min=rules["hi_min"][at])
 
 
 def trend_signals(r: pl.DataFrame, history: pl.DataFrame, comp: Compiled) -> pl.DataFrame:
@@ -126,7 +162,9 @@ def trend_signals(r: pl.DataFrame, history: pl.DataFrame, comp: Compiled) -> pl.
     keys, rules = comp.index("rate", "predicted")
     if len(keys) == 0 or r.height == 0:
         return empty_signals()
-    valued = r.filter(pl.col("value").is_not_null())
+    valued = r
+    if r["value"].has_nulls():
+        valued = r.filter(pl.col("value").is_not_null())
     rows, at = expand(keys, valued["pk"].to_numpy())
     if len(rows) == 0:
         return empty_signals()
@@ -159,12 +197,14 @@ def sensor_signals(r: pl.DataFrame, comp: Compiled, active: Active | None = None
     """Technical ``sensor_error`` rules: per payload, 1 when a watched flag is set. With
     ``active``, unflagged payloads are produced only for patients with a flagged payload in
     the batch or a rule with carried state."""
-    rules = comp.rules_of("technical:sensor_error")
+    kind = "technical:sensor_error"
+    rules = comp.rules_of(kind)
     if rules.height == 0 or r.height == 0:
         return empty_signals()
-    mask = int(np.bitwise_or.reduce(rules["quality_mask"].to_numpy()))
+    masks = comp.kind_arrays((kind,), ("quality_mask",))["quality_mask"]
+    mask = int(np.bitwise_or.reduce(masks))
     flagged = (r["quality"].to_numpy() & mask) != 0
-    live = _live(rules, active)
+    live = _live(_rule_idx(comp, kind), active)
     if live is not None:
         if not flagged.any() and not live.any():
             return empty_signals()
@@ -200,7 +240,7 @@ def decode_signals(r: pl.DataFrame, quarantine: pl.DataFrame, devices: pl.DataFr
     rules = comp.rules_of("technical:decode_errors")
     if rules.height == 0:
         return empty_signals()
-    live = _live(rules, active)
+    live = _live(_rule_idx(comp, "technical:decode_errors"), active)
     if live is not None and quarantine.height == 0 and not live.any():
         return empty_signals()
     bad = (
@@ -227,19 +267,20 @@ def staleness_signals(latest: LatestValues, comp: Compiled, now_us: int,
     first one, since the care plan version took effect), evaluated at ``now_us``; ``active``
     limits the rules evaluated (after a batch only rules with carried state can change: new
     readings only make data fresher)."""
-    rules = comp.rules_of("staleness")
-    live = _live(rules, active)
-    if live is not None:
-        rules = rules.filter(pl.Series(live))
-    if rules.height == 0:
+    rules = comp.kind_arrays(("staleness",), _STALENESS_PART)
+    if active is not None:
+        at = positions(rules["rule_idx"], active)
+        rules = {k: v[at] for k, v in rules.items()}
+    n = len(rules["rule_idx"])
+    if n == 0:
         return empty_signals()
-    last = latest.t[rules["pk"].to_numpy()]
-    since = np.where(last == MISSING_T, rules["plan_created_us"].to_numpy(), last)
-    missed = np.maximum((now_us - since) / rules["cadence_us"].to_numpy(), 0.0)
-    out = rules.select(*_RULE_PART).with_columns(
-        t=pl.lit(now_us, pl.Int64), signal=pl.Series(missed), value=pl.Series(missed),
-        device_id=pl.lit(None, pl.Utf8))
-    return _signals(out)
+    last = latest.t[rules["pk"]]
+    since = np.where(last == MISSING_T, rules["plan_created_us"], last)
+    missed = np.maximum((now_us - since) / rules["cadence_us"], 0.0)
+    return signal_frame(rule_idx=rules["rule_idx"], t=np.full(n, now_us, dtype=np.int64),
+                        signal=missed, value=missed,
+                        device_id=pl.repeat(None, n, dtype=pl.Utf8, eager=True),
+                        lo_max=rules["lo_max"], hi_min=rules["hi_min"])
 
 
 def news2_signals(

@@ -22,6 +22,7 @@ __all__ = [
     "LatestValues",
     "expand",
     "metric_code",
+    "positions",
     "stream_key",
 ]
 
@@ -55,6 +56,15 @@ def expand(keys: I64, wanted: I64) -> tuple[I64, I64]:
     rows = np.repeat(np.arange(len(wanted), dtype=np.int64), count)
     offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
     return rows, np.repeat(lo, count) + offsets
+
+
+def positions(keys: npt.NDArray[np.integer], wanted: npt.NDArray[np.integer]) -> I64:
+    """Ascending positions in ``keys`` (sorted, unique) of the values of ``wanted`` found
+    there: ``np.flatnonzero(np.isin(keys, wanted))`` without a pass over ``keys``."""
+    if len(keys) == 0 or len(wanted) == 0:
+        return np.zeros(0, dtype=np.int64)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.unique(at[keys[at] == wanted]).astype(np.int64)
 
 
 class LatestValues:

@@ -1,10 +1,15 @@
-"""Stream keys, the many-to-many key lookup, and the latest value per stream."""
+"""Stream keys, the many-to-many key lookup, the latest value per stream, and the readings
+frame keyed by stream."""
 
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
-from alerts.streams import MISSING_T, SLOTS, LatestValues, expand, metric_code
+from alerts.compile import compile_plans
+from alerts.signals import readings_frame
+from alerts.streams import MISSING_T, SLOTS, LatestValues, expand, metric_code, positions
+from tests.alerts.helpers import T0, assignments, batch, plan, rule_toml
 
 
 def test_expand_finds_every_match_in_query_order() -> None:
@@ -31,3 +36,29 @@ def test_latest_keeps_the_newest_value_and_reports_what_changed() -> None:
     assert latest.take_dirty().tolist() == []
     frame = latest.frame(np.array([hr, spo2]), ["P0", "P1"])
     assert frame.rows() == [(hr, "P1", "heart_rate", 20, 80.0)]
+
+
+def test_positions_match_isin_on_sorted_keys() -> None:
+    keys = np.array([2, 4, 7, 9], dtype=np.uint32)
+    wanted = np.array([9, 1, 4, 4, 10], dtype=np.uint32)
+    assert positions(keys, wanted).tolist() == np.flatnonzero(np.isin(keys, wanted)).tolist()
+    assert positions(keys, np.zeros(0, dtype=np.uint32)).tolist() == []
+    assert positions(np.zeros(0, dtype=np.uint32), wanted).tolist() == []
+
+
+def test_readings_frame_keeps_planned_patients_in_batch_order() -> None:
+    rule = rule_toml(id="hr", kind="threshold", metric="heart_rate", high=120)
+    comp = compile_plans({p: plan(rule, p) for p in ("P2", "P1")})
+    readings = pl.concat([
+        batch([("heart_rate", 80.0, T0 + 2)], device="D2").readings,
+        batch([("spo2", 97.0, T0 + 1), ("heart_rate", 70.0, T0)]).readings,
+        batch([("heart_rate", 90.0, T0)], device="D9",
+              assigned=assignments([("D9", "P9")])).readings,
+    ])  # fmt: skip
+    r = readings_frame(readings, comp)
+    code = dict(comp.codes.iter_rows())
+    assert r.select("patient_id", "metric", "t").rows() == [
+        ("P2", "heart_rate", T0 + 2), ("P1", "spo2", T0 + 1), ("P1", "heart_rate", T0)]
+    assert r["pk"].to_list() == [code["P2"] * SLOTS + metric_code("heart_rate"),
+                                 code["P1"] * SLOTS + metric_code("spo2"),
+                                 code["P1"] * SLOTS + metric_code("heart_rate")]
