@@ -47,7 +47,7 @@ class BatchConfig:
     """
 
     max_rows: int = 5000
-    max_age_ms: float = 50.0
+    max_age_ms: float = 30.0
     max_messages: int = 5000
 
     def __post_init__(self) -> None:
