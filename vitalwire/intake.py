@@ -106,6 +106,9 @@ class IntakeProcess:
                 # then stops the child in order (flush, commit, acknowledge).
                 start_new_session=True,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
