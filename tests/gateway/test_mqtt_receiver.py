@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -88,23 +87,14 @@ async def test_reconnects_after_broker_restart(tmp_path: Path) -> None:
         broker.cleanup()
 
 
-async def test_bad_credentials_are_permanent(tmp_path: Path) -> None:
-    passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "gateway", "right"], check=True)
-    passwd.chmod(0o600)
-    broker = MosquittoBroker(workdir=tmp_path / "b", password_file=passwd)
-    broker.start()
-    try:
-        good = MqttConfig(
-            port=broker.port, client_id="rx-good", username="gateway", password="right"
-        )
-        async with MqttReceiver(good, ["a/#"]) as rx:
-            assert await rx.wait_connected(10)
-        bad = MqttConfig(port=broker.port, client_id="rx-bad", username="gateway", password="wrong")
-        async with MqttReceiver(bad, ["a/#"]) as rx:
-            with pytest.raises(PermanentError, match="refused the connection"):
-                await rx.wait_connected(10)
-            with pytest.raises(PermanentError):
-                await rx.receive(1, 0.1)
-    finally:
-        broker.cleanup()
+async def test_bad_credentials_are_permanent(password_broker: MosquittoBroker) -> None:
+    port = password_broker.port
+    good = MqttConfig(port=port, client_id="rx-good", username="gateway", password="right")
+    async with MqttReceiver(good, ["a/#"]) as rx:
+        assert await rx.wait_connected(10)
+    bad = MqttConfig(port=port, client_id="rx-bad", username="gateway", password="wrong")
+    async with MqttReceiver(bad, ["a/#"]) as rx:
+        with pytest.raises(PermanentError, match="refused the connection"):
+            await rx.wait_connected(10)
+        with pytest.raises(PermanentError):
+            await rx.receive(1, 0.1)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -148,24 +147,19 @@ async def test_the_intake_leaves_signals_to_the_service(
     assert svc.stats.quarantined == 3 and svc.stats.by_reason == {"unassigned_device": 3}
 
 
-async def test_bad_credentials_surface_as_permanent(tmp_path: Path) -> None:
-    passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "gateway", "right"], check=True)
-    passwd.chmod(0o600)
-    broker = MosquittoBroker(workdir=tmp_path / "b", password_file=passwd)
-    broker.start()
-    try:
-        cfg = config(broker.port, "intake-bad", tmp_path, username="gateway", password="wrong")
-        refused = "refused the connection: not authorized"
-        with pytest.raises(PermanentError, match=refused):
-            async with Service(cfg) as svc:
-                assert isinstance(svc.receiver, IntakeProcess)
-                with pytest.raises(PermanentError, match=refused):
-                    await svc.receiver.wait_connected(10)
-                with pytest.raises(PermanentError, match=refused):
-                    await asyncio.wait_for(svc.wait(), 10)
-    finally:
-        broker.cleanup()
+async def test_bad_credentials_surface_as_permanent(
+    password_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    cfg = config(password_broker.port, "intake-bad", tmp_path, username="gateway",
+                 password="wrong")
+    refused = "refused the connection: not authorized"
+    with pytest.raises(PermanentError, match=refused):
+        async with Service(cfg) as svc:
+            assert isinstance(svc.receiver, IntakeProcess)
+            with pytest.raises(PermanentError, match=refused):
+                await svc.receiver.wait_connected(10)
+            with pytest.raises(PermanentError, match=refused):
+                await asyncio.wait_for(svc.wait(), 10)
 
 
 def test_intake_mode_is_validated() -> None:
