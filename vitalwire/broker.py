@@ -147,8 +147,13 @@ class MosquittoBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         assert self.binary is not None
+        # Its own session: a Ctrl-C in the terminal reaches only its owner (the demo), which
+        # drains the service first and stops the broker last.
         self.proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         _wait_listening(self.host, self.port, timeout, self.proc)
         return self
