@@ -47,6 +47,9 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 class _Intake:
+    """Receiver and batcher of the child; batches go out one per ``want``, their message
+    tokens wait in ``pending`` (by batch number) until the service acknowledges them."""
+
     def __init__(self, config: ServiceConfig, writer: asyncio.StreamWriter) -> None:
         self.config = config
         self.writer = writer
