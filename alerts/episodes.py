@@ -10,7 +10,6 @@ never sees a reading.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable
 
@@ -378,7 +377,7 @@ class EpisodeBook:
         """Events and changed alerts since the last call (copies), and the snoozes when they
         changed, for persistence."""
         events, self.pending = self.pending, []
-        alerts = [dataclasses.replace(a) for a in self.dirty.values()]
+        alerts = [a.copy() for a in self.dirty.values()]
         self.dirty = {}
         snoozes = list(self.snoozes.values()) if self.snoozes_dirty else None
         self.snoozes_dirty = False

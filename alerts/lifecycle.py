@@ -22,14 +22,17 @@ append-only log, with who, when and the value and limit behind it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
 from alerts.errors import LifecycleError
 
 __all__ = [
+    "ALERT_FIELDS",
+    "EVENT_FIELDS",
     "EVENT_KIND",
     "OPEN_STATES",
     "STATES",
@@ -175,9 +178,17 @@ class Alert:
         """Not resolved."""
         return self.state in OPEN_STATES
 
+    def values(self) -> tuple[Any, ...]:
+        """Every field's value, in declaration order (all fields are flat scalars)."""
+        return _ALERT_VALUES(self)
+
+    def copy(self) -> Alert:
+        """An independent copy (all fields are immutable values)."""
+        return Alert(*_ALERT_VALUES(self))
+
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly fields."""
-        return asdict(self)
+        return dict(zip(ALERT_FIELDS, _ALERT_VALUES(self), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +243,21 @@ class AlertEvent:
     detail: str = ""
     observed_at_us: int | None = None
 
+    def values(self) -> tuple[Any, ...]:
+        """Every field's value, in declaration order (all fields are flat scalars)."""
+        return _EVENT_VALUES(self)
+
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly fields."""
-        return asdict(self)
+        return dict(zip(EVENT_FIELDS, _EVENT_VALUES(self), strict=True))
+
+
+ALERT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Alert))
+""":class:`Alert`'s field names, in declaration order."""
+EVENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AlertEvent))
+""":class:`AlertEvent`'s field names, in declaration order."""
+_ALERT_VALUES = operator.attrgetter(*ALERT_FIELDS)
+_EVENT_VALUES = operator.attrgetter(*EVENT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from alerts.evaluate import STATE_COND_SCHEMA, STATE_EP_SCHEMA
-from alerts.lifecycle import Alert, AlertEvent, Snooze
+from alerts.lifecycle import ALERT_FIELDS, EVENT_FIELDS, Alert, AlertEvent, Snooze
 from alerts.signals import MANUAL_SCHEMA
 from pipeline.registry import transaction
 
@@ -83,8 +83,7 @@ class Loaded:
 
 
 def _alert_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
-    names = [f.name for f in dataclasses.fields(Alert)]
-    frame = pl.DataFrame([dataclasses.astuple(a) for a in alerts], schema=names, orient="row",
+    frame = pl.DataFrame([a.values() for a in alerts], schema=list(ALERT_FIELDS), orient="row",
                          infer_schema_length=None)
     frame = frame.with_columns(pl.col(c).cast(pl.Int64).cast(_TS) for c in _ALERT_TIMES)
     frame = frame.rename(dict(_ALERT_TIMES))
@@ -92,8 +91,7 @@ def _alert_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
 
 
 def _event_frame(events: Sequence[AlertEvent]) -> pl.DataFrame:
-    names = [f.name for f in dataclasses.fields(AlertEvent)]
-    frame = pl.DataFrame([dataclasses.astuple(e) for e in events], schema=names, orient="row",
+    frame = pl.DataFrame([e.values() for e in events], schema=list(EVENT_FIELDS), orient="row",
                          infer_schema_length=None)
     return frame.with_columns(
         pl.col("at_us").cast(_TS), pl.col("observed_at_us").cast(pl.Int64).cast(_TS),
