@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import NamedTuple
 
 import orjson
@@ -31,6 +31,7 @@ __all__ = [
     "DecodeContext",
     "DecodeResult",
     "Decoder",
+    "FastDecoder",
     "check_time",
     "describe",
     "json_items",
@@ -76,6 +77,14 @@ class DecodeResult(NamedTuple):
 
 Decoder = Callable[[bytes, DecodeContext], DecodeResult]
 
+FastDecoder = Callable[[bytes, str | None], DecodeResult | None]
+"""An optional shortcut beside a :data:`Decoder`, for the common well-formed message.
+
+Called with the payload and the topic's device id, it returns exactly what the decoder would,
+or ``None`` (or raises anything) when the message needs the decoder's careful path: then the
+decoder decides, and its readings, rejections and messages are the ones that count.
+"""
+
 
 def load_json(payload: bytes) -> object:
     """Parse a payload with ``orjson``; :class:`DecodeError` ``malformed_json`` when it is not."""
@@ -120,6 +129,12 @@ def _scaled_time(value: int | float, scale: int, field: str) -> int:
     return check_time(round(us), field)
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_ONE_US = timedelta(microseconds=1)
+_OFFSET_US: dict[tzinfo, int] = {}
+"""Microseconds east of UTC of the fixed-offset zones parsed so far (a few dozen at most)."""
+
+
 def parse_rfc3339(text: str, field: str) -> int:
     """RFC 3339 timestamp with an explicit offset -> UTC microseconds, range-checked."""
     try:
@@ -128,13 +143,20 @@ def parse_rfc3339(text: str, field: str) -> int:
         raise DecodeError(
             "bad_timestamp", f"{field}: {text!r} is not an RFC 3339 timestamp", field
         ) from None
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise DecodeError(
-            "bad_timestamp", f"{field}: {text!r} has no UTC offset (add Z or +hh:mm)", field
-        )
+    zone = dt.tzinfo
+    offset_us = _OFFSET_US.get(zone) if zone is not None else None
+    if offset_us is None:
+        offset = dt.utcoffset()
+        if offset is None:
+            raise DecodeError(
+                "bad_timestamp", f"{field}: {text!r} has no UTC offset (add Z or +hh:mm)", field
+            )
+        offset_us = offset // _ONE_US
+        if type(zone) is timezone and len(_OFFSET_US) < 64:
+            _OFFSET_US[zone] = offset_us
     # Integer arithmetic keeps microsecond precision exactly.
-    delta = dt - datetime.fromisoformat("1970-01-01T00:00:00+00:00")
-    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    seconds = ((dt.toordinal() - _EPOCH_ORDINAL) * 24 + dt.hour) * 3600 + dt.minute * 60
+    us = (seconds + dt.second) * 1_000_000 + dt.microsecond - offset_us
     # An offset can push a time at either end of years 1-9999 just outside them.
     return check_time(us, field)
 

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from gateway.errors import DecodeError
 from gateway.formats.base import (
+    SEQ_LIMIT,
     DecodeContext,
     DecodeResult,
     describe,
     json_items,
+    load_json,
+    parse_epoch_ms,
+    parse_rfc3339,
     parse_seq,
     parse_timestamp,
     require_number,
@@ -28,6 +32,7 @@ __all__ = [
     "DEFAULT_TOPIC",
     "FORMAT",
     "decode_vitalwire",
+    "decode_vitalwire_fast",
 ]
 
 FORMAT = "vitalwire"
@@ -107,3 +112,43 @@ def decode_vitalwire(payload: bytes, ctx: DecodeContext) -> DecodeResult:
         except DecodeError as exc:
             rejections.append(_rejection(exc, item, ctx))
     return DecodeResult(readings, rejections)
+
+
+def decode_vitalwire_fast(payload: bytes, captured: str | None) -> DecodeResult | None:
+    """:func:`decode_vitalwire` for messages whose every reading is valid, else ``None``.
+
+    A :data:`~gateway.formats.base.FastDecoder`: it may also raise, leaving the message to
+    :func:`decode_vitalwire`.
+    """
+    doc = load_json(payload)
+    if type(doc) is dict:
+        items: list[object] = [doc]
+    elif type(doc) is list:
+        items = doc
+    else:
+        return None
+    readings: list[RawReading] = []
+    for item in items:
+        if type(item) is not dict:
+            return None
+        device_id = item.get("device_id", captured)
+        if type(device_id) is not str or not device_id:
+            return None
+        if captured is not None and device_id != captured:
+            return None
+        metric = item.get("metric")
+        value = item.get("value")
+        unit = item.get("unit")
+        if type(metric) is not str or not metric or type(unit) is not str or not unit:
+            return None
+        if type(value) is not float and type(value) is not int:
+            return None
+        ts = item.get("ts")
+        observed_at_us = parse_rfc3339(ts, "$") if type(ts) is str else parse_epoch_ms(ts, "$")
+        seq = None
+        if "seq" in item:
+            seq = item["seq"]
+            if type(seq) is not int or not 0 <= seq < SEQ_LIMIT:
+                return None
+        readings.append(RawReading(device_id, metric, float(value), unit, observed_at_us, seq))
+    return DecodeResult(readings, [])
