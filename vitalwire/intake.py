@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!Q")
 
+SOCKET_BUFFER_BYTES = 4 << 20
+"""Kernel buffer asked for the child -> service direction of the socket pair."""
+
+READER_LIMIT_BYTES = 16 << 20
+"""The service's stream reader buffers this much before it pauses the socket."""
+
 EXIT_WAIT_S = 10.0
 """After ``close``, how long the child may take to send its last PUBACKs and exit."""
 
@@ -60,7 +66,8 @@ class IntakeSetup:
 def write_frame(writer: asyncio.StreamWriter, item: object) -> None:
     """Queue one frame on ``writer`` (the caller drains when it wants to wait)."""
     data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
-    writer.write(_LENGTH.pack(len(data)) + data)
+    writer.write(_LENGTH.pack(len(data)))
+    writer.write(data)  # not concatenated: a batch frame is large, and is not copied
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -96,6 +103,11 @@ class IntakeProcess:
 
     async def __aenter__(self) -> IntakeProcess:
         ours, theirs = socket.socketpair()
+        # Room for a whole batch in the kernel, so that a frame goes out in one send instead
+        # of being buffered and re-sliced by the event loop (the OS may cap the size).
+        with contextlib.suppress(OSError):
+            theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "vitalwire.intake_child", str(theirs.fileno()),
@@ -111,7 +123,10 @@ class IntakeProcess:
             raise
         finally:
             theirs.close()
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=ours)
+        # A reader limit above a batch frame: no pause/resume of the transport per 128 KiB.
+        self._reader, self._writer = await asyncio.open_unix_connection(
+            sock=ours, limit=READER_LIMIT_BYTES
+        )
         write_frame(self._writer, IntakeSetup(self.config, logging.getLogger().getEffectiveLevel()))
         await self._writer.drain()
         first = await self._read_or_exit()
