@@ -265,24 +265,31 @@ def service_peak_rss(svc: Service) -> int:
 
 def drain_count_only(port: int, client_id: str, expected: int, timeout_s: float,
                      protocol: str = "5") -> DrainResult:
-    """A paho subscriber whose ``on_message`` only counts (paho acknowledges automatically)."""
+    """A paho subscriber whose ``on_message`` only counts (paho acknowledges automatically).
+
+    It disconnects from another thread once the count is reached: paho queues a message's
+    PUBACK after ``on_message`` returns, so a disconnect from inside the callback would leave
+    the last message unacknowledged (the broker would deliver it again to the next drain).
+    """
     count = 0
     watch = Stopwatch()
+    done = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         nonlocal count
         count += 1
         if count == expected:
             watch.stop()
-            client.disconnect()
+            done.set()
 
     client = connect_client(port, client_id, clean_start=False, session_expiry_s=60,
                             receive_maximum=RECEIVE_MAXIMUM, protocol=protocol)
     client.on_message = on_message
-    timer = threading.Timer(timeout_s, client.disconnect)
-    timer.start()
-    client.loop_forever()
-    timer.cancel()
+    client.loop_start()
+    done.wait(timeout_s)
+    time.sleep(0.1)  # after the stopwatch: let the last PUBACK go out before DISCONNECT
+    client.disconnect()
+    client.loop_stop()
     seconds, cpu = watch.seconds()
     return DrainResult("paho count-only", count, 0, seconds, cpu, watch.stopped,
                        peak_rss_bytes())
