@@ -137,6 +137,13 @@ def _throughput(r: Report) -> list[str]:
     if cpu is not None:
         out.append(f"  the same by CPU time (count-only CPU/msg / service CPU/msg, medians):"
                    f" {cpu:.2f}  (less sensitive to other load than the rates)")
+    split = [(s.detail["intake_cpu_us_per_message"],
+              s.cpu_us_per_message - s.detail["intake_cpu_us_per_message"])
+             for s in r.services if "intake_cpu_us_per_message" in s.detail]
+    if split:
+        out.append(f"  service CPU per message, medians: intake process"
+                   f" {median(i for i, _ in split):.0f} us, service process"
+                   f" {median(p for _, p in split):.0f} us")
     lost = sum(r.backlog_readings - s.readings for s in r.services)
     quarantined = sum(int(s.detail.get("quarantined", 0)) for s in r.services)
     duplicates = sum(int(s.detail.get("duplicates", 0)) for s in r.services)

@@ -84,31 +84,39 @@ class Stopwatch:
         self._cpu0 = time.process_time()
         self._others: dict[int, float] = {}
         self._stopped: tuple[float, float] | None = None
+        self._stopped_others = 0.0
 
     def add_process(self, pid: int) -> None:
         """Count ``pid``'s CPU time from now on."""
         self._others[pid] = process_cpu_s(pid)
 
-    def _cpu(self) -> float:
-        others = 0.0
-        for pid, start in self._others.items():
-            with contextlib.suppress(OSError):
-                others += process_cpu_s(pid) - start
-        return time.process_time() + others
-
     def stop(self) -> None:
         """Take the end time; later calls change nothing."""
         if self._stopped is None:
-            self._stopped = (time.monotonic(), self._cpu())
+            self._stopped_others = self._others_cpu()
+            self._stopped = (time.monotonic(), time.process_time() + self._stopped_others)
 
     @property
     def stopped(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stopped is not None
 
+    def added_cpu_s(self) -> float:
+        """CPU seconds of the added processes alone (until the stop, or until now)."""
+        if self._stopped is not None:
+            return self._stopped_others
+        return self._others_cpu()
+
+    def _others_cpu(self) -> float:
+        others = 0.0
+        for pid, start in self._others.items():
+            with contextlib.suppress(OSError):
+                others += process_cpu_s(pid) - start
+        return others
+
     def seconds(self) -> tuple[float, float]:
         """``(wall, cpu)`` seconds until the stop, or until now when not stopped."""
-        wall, cpu = self._stopped or (time.monotonic(), self._cpu())
+        wall, cpu = self._stopped or (time.monotonic(), time.process_time() + self._others_cpu())
         return wall - self._wall0, cpu - self._cpu0
 
 
@@ -249,8 +257,11 @@ async def _drain_service(config: ServiceConfig, expected: int, timeout_s: float)
         complete = await _run_until(svc, done, timeout_s)
         rss = service_peak_rss(svc)
     seconds, cpu = watch.seconds()
+    detail = _detail(svc)
+    if intake is not None and svc.stats.messages:
+        detail["intake_cpu_us_per_message"] = watch.added_cpu_s() / svc.stats.messages * 1e6
     return DrainResult(SERVICE, svc.stats.messages, svc.stats.stored, seconds, cpu,
-                       complete, rss, _detail(svc))
+                       complete, rss, detail)
 
 
 def _intake_pid(svc: Service) -> int | None:
