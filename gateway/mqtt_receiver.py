@@ -4,6 +4,8 @@ paho's network thread does nothing but append each message to a deque and, when 
 waiting, wake the event loop once. The consumer takes messages in bulk with :meth:`receive` and
 hands back their delivery tokens with :meth:`ack` only once they are committed: the broker keeps
 at most ``receive_maximum`` unacknowledged messages in flight to us, which bounds the intake.
+The client is :class:`~gateway.mqtt_client.BufferedClient`: block reads, coalesced writes, and
+one wake-up of the network thread per :meth:`ack` call however many tokens it carries.
 
 The session is persistent (clean start off, session expiry > 0), so QoS 1 messages published
 while the gateway is down wait at the broker and arrive after restart; messages received but not
@@ -37,11 +39,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import MqttConfig
 from gateway.errors import PermanentError
+from gateway.mqtt_client import BufferedClient
 from gateway.records import RawMessage, Source
 
 __all__ = ["MqttReceiver", "ReceiverStats"]
 
 log = logging.getLogger(__name__)
+
+# Unsubscribed from on close (never subscribed): its UNSUBACK proves that the broker has read
+# every acknowledgement sent before it. Without it a quick restart can take the session over
+# while the broker still holds the last acks unread, and those messages come back.
+_SYNC_FILTER = "$vitalwire/close-sync"
+_SYNC_TIMEOUT_S = 5.0
 
 # CONNACK reason codes that retrying cannot fix.
 _PERMANENT_CONNACK = {
@@ -86,10 +95,15 @@ class MqttReceiver:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._generation = 0
+        # Held while acks are checked and queued, and while a lost connection bumps the
+        # generation: an ack is either queued before the loss (and dropped with the old
+        # connection's queue) or sees the new generation.
+        self._ack_lock = threading.RLock()
         self._stopping = threading.Event()
         self._started = False
         self._failure: PermanentError | None = None
         self._connected = threading.Event()
+        self._synced = threading.Event()
         self._client = self._make_client()
         self._closed = False
 
@@ -111,7 +125,7 @@ class MqttReceiver:
         await self.close()
 
     async def close(self) -> None:
-        """Disconnect cleanly (queued acknowledgements are sent first). Idempotent.
+        """Disconnect cleanly (the broker has read our acknowledgements first). Idempotent.
 
         The session stays at the broker for ``session_expiry_s``; nothing is unsubscribed.
         """
@@ -119,6 +133,9 @@ class MqttReceiver:
             return
         self._closed = True
         self._stopping.set()
+        if self._started and self._client.is_connected():
+            self._client.unsubscribe(_SYNC_FILTER)
+            await asyncio.to_thread(self._synced.wait, _SYNC_TIMEOUT_S)
         self._client.disconnect()
         if self._started:
             await asyncio.to_thread(self._client.loop_stop)
@@ -167,26 +184,32 @@ class MqttReceiver:
         return out
 
     def ack(self, tokens: Sequence[object]) -> None:
-        """Acknowledge committed messages (PUBACK), in the order received."""
-        client = self._client
-        generation = self._generation
-        for token in tokens:
-            if token is None:
-                continue
-            gen, mid, qos = typing.cast(tuple[int, int, int], token)
-            if gen != generation:
-                self.stats.stale_acks += 1
-                continue
-            if qos:
-                client.ack(mid, qos)
-                self.stats.acked += 1
+        """Acknowledge committed messages (PUBACK), in the order received.
+
+        Tokens of a connection that has since been lost are skipped (counted as ``stale_acks``):
+        the broker redelivers those messages on the new connection.
+        """
+        with self._ack_lock:
+            generation = self._generation
+            by_qos: dict[int, list[int]] = {}
+            for token in tokens:
+                if token is None:
+                    continue
+                gen, mid, qos = typing.cast(tuple[int, int, int], token)
+                if gen != generation:
+                    self.stats.stale_acks += 1
+                elif qos:
+                    by_qos.setdefault(qos, []).append(mid)
+            for qos, mids in by_qos.items():
+                self._client.ack_many(mids, qos)
+                self.stats.acked += len(mids)
 
     # -- paho thread -------------------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         cfg = self.config
         v5 = cfg.protocol == "5"
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
@@ -206,6 +229,7 @@ class MqttReceiver:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_unsubscribe = lambda *args: self._synced.set()
         return client
 
     def _connect_options(self) -> dict[str, Any]:
@@ -287,9 +311,11 @@ class MqttReceiver:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
+        with self._ack_lock:
+            # tokens of the lost connection must not be acked on the next one
+            self._generation += 1
         self.stats.connected = False
         self.stats.disconnects += 1
-        self._generation += 1  # tokens of the lost connection must not be acked on the next one
         if not self._stopping.is_set() and self._failure is None:
             self.stats.last_error = f"disconnected: {reason}"
             log.warning("MQTT connection lost (%s); reconnecting", reason)
