@@ -1,7 +1,8 @@
 """A paho-mqtt client that reads the socket in blocks and writes small packets together.
 
 :class:`BufferedClient` is a drop-in subclass of :class:`paho.mqtt.client.Client`. It changes
-how bytes move between paho and the socket, never how packets are parsed or handled:
+how bytes move between paho and the socket, and how the common PUBLISH is parsed (the same
+result, less work):
 
 * Reading: ``_sock_recv`` reads up to ``READ_SIZE`` bytes per ``recv()`` into a private buffer
   and serves paho's per-packet reads (1 byte, 1 byte, N bytes) from it. The buffer belongs to
@@ -19,11 +20,16 @@ how bytes move between paho and the socket, never how packets are parsed or hand
 * :meth:`BufferedClient.ack_many` queues many manual acknowledgements and wakes the network
   thread once (``ack`` wakes it once per message).
 
+* ``_handle_publish`` takes the common PUBLISH (QoS 0 or 1, no MQTT 5 properties, no log
+  callback or logger set) without rebuilding paho's property tables for every message: an empty
+  ``Properties`` shares them with a prototype. Any other PUBLISH takes paho's own path.
+
 It relies on these private parts of paho-mqtt (checked at import; tested with 2.1 and 2.2):
 ``_ConnectionState``, ``time_func``, and the ``Client`` members ``_sock``, ``_sock_recv``,
 ``_sock_send``, ``_packet_read``, ``_packet_write``, ``_packet_queue``, ``_loop_rc_handle``,
 ``_out_packet`` (deque of packet dicts), ``_state``, ``_manual_ack``, ``_msgtime_mutex``,
-``_last_msg_out`` and ``_easy_log``.
+``_last_msg_out``, ``_easy_log``, ``_handle_publish``, ``_handle_on_message``, ``_send_puback``,
+``_in_packet``, ``_protocol``, ``_logger``, and the instance attributes of ``Properties``.
 """
 
 from __future__ import annotations
@@ -38,12 +44,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt import enums
 from paho.mqtt.client import DISCONNECT, PUBACK, PUBCOMP, PUBLISH
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 __all__ = ["BufferedClient"]
 
 _METHODS = ("_sock_recv", "_sock_send", "_packet_read", "_packet_write", "_packet_queue",
-            "_loop_rc_handle", "_easy_log")  # fmt: skip
-_ATTRIBUTES = ("_sock", "_out_packet", "_state", "_manual_ack", "_msgtime_mutex", "_last_msg_out")
+            "_loop_rc_handle", "_easy_log", "_handle_publish", "_handle_on_message",
+            "_send_puback")  # fmt: skip
+_ATTRIBUTES = ("_sock", "_out_packet", "_state", "_manual_ack", "_msgtime_mutex", "_last_msg_out",
+               "_in_packet", "_protocol", "_logger")  # fmt: skip
+_PROPERTY_TABLES = ("packetType", "types", "names", "properties")
 
 
 def _check_paho() -> None:
@@ -55,6 +66,8 @@ def _check_paho() -> None:
     missing += [f"Client.{n}" for n in _ATTRIBUTES if not hasattr(probe, n)]
     if "Client._out_packet" not in missing and not hasattr(probe._out_packet, "appendleft"):
         missing.append("Client._out_packet (a deque)")
+    tables = vars(Properties(PacketTypes.PUBLISH))
+    missing += [f"Properties.{n}" for n in _PROPERTY_TABLES if n not in tables]
     if missing:
         raise ImportError(
             f"gateway.mqtt_client needs private parts of paho-mqtt that paho-mqtt "
@@ -70,6 +83,15 @@ _DISCONNECTING = (
     enums._ConnectionState.MQTT_CS_DISCONNECTED,
 )
 _pack_ack = struct.Struct("!BBH").pack
+_PUBLISH_TABLES = {n: vars(Properties(PacketTypes.PUBLISH))[n] for n in _PROPERTY_TABLES}
+
+
+def _no_properties() -> Properties:
+    """PUBLISH properties with nothing set, sharing the (read-only) lookup tables of paho's
+    ``Properties`` instead of building them again."""
+    props = Properties.__new__(Properties)
+    vars(props).update(_PUBLISH_TABLES)
+    return props
 
 
 def _out_packet(command: int, packet: bytes | bytearray, mid: int, qos: int, info: Any) -> Any:
@@ -226,6 +248,40 @@ class BufferedClient(mqtt.Client):
             queue.extendleft(reversed(run[i:]))
             if i == 0 and sent == 0:
                 return MQTTErrorCode.MQTT_ERR_SUCCESS  # nothing moved: wait for writability
+
+    # -- incoming PUBLISH ---------------------------------------------------------------------
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        if qos == 2 or self.on_log is not None or self._logger is not None:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        v5 = self._protocol == mqtt.MQTTv5
+        if len(packet) < 2:
+            return super()._handle_publish()  # malformed: paho reports it
+        end = 2 + (packet[0] << 8 | packet[1])
+        start = end + 2 if qos else end
+        if (
+            (v5 and (len(packet) <= start or packet[start] != 0))
+            or len(packet) < start
+            or (not v5 and end == 2)
+        ):
+            return super()._handle_publish()  # properties, an empty 3.1.1 topic, or malformed
+        message = mqtt.MQTTMessage(packet[end] << 8 | packet[end + 1] if qos else 0,
+                                   bytes(packet[2:end]))  # fmt: skip
+        message.dup = header & 0x08 != 0
+        message.qos = qos
+        message.retain = header & 0x01 != 0
+        if v5:
+            message.properties = _no_properties()
+            start += 1
+        message.payload = bytes(packet[start:])
+        message.timestamp = mqtt.time_func()
+        self._handle_on_message(message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     # -- acknowledgement ----------------------------------------------------------------------
 

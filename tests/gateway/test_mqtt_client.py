@@ -293,6 +293,95 @@ def test_import_fails_loudly_when_paho_lacks_a_private_name(
         gateway.mqtt_client._check_paho()
 
 
+def _raw_publish(
+    header: int, topic: bytes, mid: int | None, props: bytes | None, payload: bytes
+) -> bytearray:
+    """A PUBLISH packet after its fixed header, as paho's reader hands it on."""
+    body = struct.pack("!H", len(topic)) + topic
+    if mid is not None:
+        body += struct.pack("!H", mid)
+    if props is not None:
+        body += props
+    return bytearray(body + payload)
+
+
+def _handled(client: mqtt.Client, header: int, packet: bytearray) -> tuple[Any, ...]:
+    """What ``client`` makes of one PUBLISH: the message's fields, the return code, and the
+    bytes it queued (an automatic PUBACK)."""
+    got: list[mqtt.MQTTMessage] = []
+    client.on_message = lambda cl, u, m: got.append(m)
+    client._in_packet = {"command": header, "packet": packet}
+    sock = FakeSock([])
+    client._sock = sock  # type: ignore[assignment]
+    client._state = _ConnectionState.MQTT_CS_CONNECTED
+    try:
+        rc = client._handle_publish()
+    except Exception as exc:  # paho reports a malformed packet by raising
+        return ("raised", type(exc).__name__)
+    queued = bytes(sock.sent) + b"".join(bytes(p["packet"]) for p in client._out_packet)
+    fields = [
+        (m._topic, m.payload, m.mid, m.qos, m.dup, m.retain,
+         None if m.properties is None else m.properties.json())
+        for m in got
+    ]  # fmt: skip
+    return rc, fields, queued
+
+
+_USER_PROPERTY = bytes([13, 38, 0, 3]) + b"key" + bytes([0, 5]) + b"value"
+_CONTENT_TYPE = bytes([6, 3, 0, 3]) + b"a/b"
+_PUBLISH_CASES = [
+    (0x32, b"a/b", 7, b"\x00", b"{}"),  # QoS 1
+    (0x30, b"a/b", None, b"\x00", b"zero"),  # QoS 0
+    (0x3B, b"r/t", 9, b"\x00", b"dup retain"),  # QoS 1, DUP and RETAIN
+    (0x32, b"a/b", 1, b"\x00", b""),  # empty payload
+    (0x32, "temp/\u00e9".encode(), 65535, b"\x00", b"x" * 70_000),
+    (0x32, b"a/b", 5, _USER_PROPERTY, b"props"),  # properties: paho's path
+    (0x32, b"a/b", 5, _CONTENT_TYPE, b"props"),
+    (0x34, b"q/2", 3, b"\x00", b"qos2"),  # QoS 2: paho's path
+    (0x32, b"", 4, b"\x00", b"empty topic"),
+    (0x32, b"a/b", None, None, b""),  # truncated: no packet id
+]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+@pytest.mark.parametrize("manual_ack", [False, True])
+@pytest.mark.parametrize(("header", "topic", "mid", "props", "payload"), _PUBLISH_CASES)
+def test_publish_handling_matches_paho(
+    protocol: str,
+    manual_ack: bool,
+    header: int,
+    topic: bytes,
+    mid: int | None,
+    props: bytes | None,
+    payload: bytes,
+) -> None:
+    v5 = protocol == "5"
+    packet = _raw_publish(header, topic, mid, props if v5 else None, payload)
+    made = []
+    for cls in (mqtt.Client, BufferedClient):
+        client = cls(CallbackAPIVersion.VERSION2, protocol=PROTOCOLS[protocol],
+                     manual_ack=manual_ack)  # fmt: skip
+        made.append(_handled(client, header, bytearray(packet)))
+    assert made[1] == made[0]
+    if header in (0x30, 0x32) and props == b"\x00" and topic and mid is not None:
+        assert made[1][1], "a well-formed PUBLISH reaches on_message"
+
+
+def test_publish_fast_path_properties_are_separate_objects() -> None:
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    got: list[mqtt.MQTTMessage] = []
+    client.on_message = lambda cl, u, m: got.append(m)
+    client._sock = FakeSock([])  # type: ignore[assignment]
+    for mid in (1, 2):
+        client._in_packet = {"command": 0x32, "packet": _raw_publish(0x32, b"t", mid, b"\x00", b"")}
+        client._handle_publish()
+    first, second = (m.properties for m in got)
+    first.ContentType = "text/plain"
+    assert first.json() == {"ContentType": "text/plain"}
+    assert second.json() == {} and second.isEmpty()
+    assert second.pack() == b"\x00"
+
+
 # -- real mosquitto -----------------------------------------------------------------------------
 
 
