@@ -6,13 +6,16 @@ when it holds ``max_rows`` readings or its oldest message has waited ``max_age_m
 comes first; on stop, whatever is pending is flushed. When the consumer says it is busy (the
 ``ready`` predicate), an aged batch keeps growing until the consumer is free or ``max_rows`` is
 reached: under load, fewer and larger batches carry the per-batch costs. Once a batch has
-started, new messages are taken every :data:`GATHER_S` rather than as each arrives.
+started, new messages are taken every :data:`GATHER_S` rather than as each arrives. A batch
+holds at most ``max_rows`` readings plus those of its last message: messages taken beyond that
+wait, in order, for the next batch (and are flushed on stop like the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,7 +44,8 @@ class BatchConfig:
     """When batches close.
 
     Attributes:
-        max_rows: Flush once this many readings are pending.
+        max_rows: Flush once this many readings are pending (a batch holds at most this many
+            plus the readings of its last message).
         max_age_ms: Flush once the oldest pending message has waited this long.
         max_messages: Most messages taken from the source in one step.
     """
@@ -201,6 +205,7 @@ class Batcher:
         self._stop = asyncio.Event()
         self.messages_in = 0
         self.batches_out = 0
+        self._carried: deque[RawMessage] = deque()
 
     def stop(self) -> None:
         """Flush what is pending and end the iteration."""
@@ -217,10 +222,15 @@ class Batcher:
             origins: list[int] = []
             rejects: list[tuple[int, Rejection]] = []
             started: float | None = None
-            while not self._stop.is_set():
-                if started is None:
-                    got = await self.source.receive(cfg.max_messages, idle_poll)
-                    if got:
+            while True:
+                stopping = self._stop.is_set()
+                if stopping and not self._carried:
+                    break
+                if started is None or stopping:
+                    got = self._take_carried(cfg.max_messages)
+                    if not got:
+                        got = await self.source.receive(cfg.max_messages, idle_poll)
+                    if got and started is None:
                         started = self.clock()
                 else:
                     left = max_age - (self.clock() - started)
@@ -235,7 +245,10 @@ class Batcher:
                     await self.sleep(pause)
                     got = await self.source.receive(cfg.max_messages, 0)
                 decode = self.decode
-                for msg in got:
+                for i, msg in enumerate(got):
+                    if len(readings) >= cfg.max_rows:
+                        self._carried.extendleft(reversed(got[i:]))  # the next batch's
+                        break
                     index = len(messages)
                     messages.append(msg)
                     result = decode(msg)
@@ -251,5 +264,10 @@ class Batcher:
                 self.batches_out += 1
                 batch = build_batch(messages, readings, origins, rejects)
                 yield batch, [m.ack for m in messages]
-            if self._stop.is_set():
+            if self._stop.is_set() and not self._carried:
                 return
+
+    def _take_carried(self, limit: int) -> list[RawMessage]:
+        """Messages taken from the source but left out of a full batch, oldest first."""
+        carried = self._carried
+        return [carried.popleft() for _ in range(min(limit, len(carried)))]

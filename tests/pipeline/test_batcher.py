@@ -184,3 +184,30 @@ async def test_busy_consumer_cannot_hold_a_full_batch() -> None:
     async for batch, _ in b.batches():
         assert len(batch) == 5  # max_rows flushes regardless
         break
+
+
+async def test_a_large_take_is_split_at_max_rows_in_order() -> None:
+    clock = [0.0]
+    src = ListSource([[msg(i) for i in range(10)]], clock)
+    b = Batcher(src, decode_one, BatchConfig(max_rows=4, max_age_ms=50, max_messages=100),
+                lambda: clock[0], sleep=src.sleep)
+    tokens = []
+    async for batch, toks in b.batches():
+        assert len(batch) <= 4
+        tokens.append(toks)
+        if sum(map(len, tokens)) == 10:
+            b.stop()
+    assert [len(t) for t in tokens] == [4, 4, 2]
+    assert [t for ts in tokens for t in ts] == [("tok", i) for i in range(10)]
+
+
+async def test_stop_flushes_messages_carried_over_from_a_full_batch() -> None:
+    clock = [0.0]
+    src = ListSource([[msg(i) for i in range(7)]], clock)
+    b = Batcher(src, decode_one, BatchConfig(max_rows=3, max_age_ms=60_000, max_messages=100),
+                lambda: clock[0], sleep=src.sleep)
+    sizes = []
+    async for batch, _ in b.batches():
+        sizes.append(len(batch))
+        b.stop()  # four messages are still carried over
+    assert sizes == [3, 3, 1]
