@@ -56,7 +56,8 @@ class PublishResult:
 
 def connect_client(port: int, client_id: str, *, clean_start: bool = True,
                    session_expiry_s: int = 0, receive_maximum: int = 0,
-                   inflight: int = 20, protocol: str = "5") -> mqtt.Client:
+                   inflight: int = 20, protocol: str = "5",
+                   client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A connected paho client (VERSION2 callbacks); its loop is not started.
 
     Args:
@@ -68,15 +69,16 @@ def connect_client(port: int, client_id: str, *, clean_start: bool = True,
         receive_maximum: MQTT 5 Receive Maximum (0: the broker's default).
         inflight: The client's own window of unacknowledged outgoing QoS 1 messages.
         protocol: ``"5"`` or ``"3.1.1"``, as in :class:`gateway.config.MqttConfig`.
+        client_class: paho's ``Client`` or a subclass of it.
     """
     if protocol == "3.1.1":
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                             protocol=mqtt.MQTTv311, clean_session=session_expiry_s == 0)
+        client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id,
+                              protocol=mqtt.MQTTv311, clean_session=session_expiry_s == 0)
         client.max_inflight_messages_set(inflight)
         client.connect("127.0.0.1", port, keepalive=60)
         return client
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id,
+                          protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(inflight)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if session_expiry_s:

@@ -57,13 +57,15 @@ class Report:
     Attributes:
         header: Lines describing the set-up.
         naive: The naive baseline's drain.
-        counts: Count-only drains, one per round.
+        counts: Count-only drains (stock paho), one per round.
         services: Service drains, one per round (paired with ``counts``).
         backlog_readings: Readings in each round's backlog.
         latency: The paced run.
         paced_rate: Target readings per second of the paced run.
         published_rate: Readings per second the paced publisher achieved.
         cpu: CPU use over the whole run (to tell how busy the machine was otherwise).
+        counts_buffered: Count-only drains on the service's buffered client, one per round (a
+            reference: the transport's own speed, with nothing behind it).
     """
 
     header: Sequence[str]
@@ -75,6 +77,13 @@ class Report:
     paced_rate: float
     published_rate: float
     cpu: CpuUse
+    counts_buffered: Sequence[DrainResult] = ()
+
+    def vs_buffered(self) -> list[float]:
+        """Service / count-only on the buffered client, messages per second, per round."""
+        return [s.messages_per_s / c.messages_per_s
+                for s, c in zip(self.services, self.counts_buffered, strict=False)
+                if c.messages_per_s > 0]
 
     def vs_count(self) -> list[float]:
         """Service / count-only messages per second, per round."""
@@ -124,15 +133,21 @@ def _median_row(runs: Sequence[DrainResult]) -> str:
 def _throughput(r: Report) -> list[str]:
     out = ["", "Throughput: each subscriber drains a backlog queued at the broker while it was"
            " away", _HEAD]
-    for i, (c, s) in enumerate(zip(r.counts, r.services, strict=True)):
-        pair = [c, s] if i % 2 == 0 else [s, c]
-        out += [_row(d, str(i + 1)) for d in pair]
+    buffered = list(r.counts_buffered) or [None] * len(r.counts)
+    for i, (c, s, b) in enumerate(zip(r.counts, r.services, buffered, strict=True)):
+        trio = [c, s, b] if i % 2 == 0 else [b, s, c]
+        out += [_row(d, str(i + 1)) for d in trio if d is not None]
     if len(r.counts) > 1:
         out += [_median_row(r.counts), _median_row(r.services)]
+        if r.counts_buffered:
+            out.append(_median_row(r.counts_buffered))
     out.append(_row(r.naive, "1"))
     ratios = r.vs_count()
     out.append("  service / count-only, messages/s, per round: "
                + ", ".join(f"{x:.2f}" for x in ratios))
+    if r.counts_buffered:
+        out.append("  service / count-only on the buffered client (reference, not a goal):"
+                   " per round " + ", ".join(f"{x:.2f}" for x in r.vs_buffered()))
     cpu = r.cpu_ratio()
     if cpu is not None:
         out.append(f"  the same by CPU time (count-only CPU/msg / service CPU/msg, medians):"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import resource
 import threading
@@ -24,6 +25,7 @@ import polars as pl
 from bench_publish import connect_client
 
 from gateway.config import MqttConfig
+from gateway.mqtt_client import BufferedClient
 from pipeline.batcher import BatchConfig
 from pipeline.readings import ReadingBatch
 from pipeline.store import StoreConfig, WriteResult
@@ -32,6 +34,8 @@ from vitalwire.intake import IntakeProcess
 from vitalwire.service import Service, freeze_startup_objects
 
 __all__ = [
+    "COUNT_BUFFERED",
+    "COUNT_ONLY",
     "LATENCY_EXCLUDED_METRICS",
     "RECEIVE_MAXIMUM",
     "SERVICE",
@@ -47,6 +51,10 @@ __all__ = [
 
 SERVICE = "vitalwire service"
 """Name of the service's results."""
+COUNT_ONLY = "paho count-only"
+"""Name of the stock paho count-only subscriber's results (the issue's baseline)."""
+COUNT_BUFFERED = "count-only, buffered client"
+"""Name of the count-only subscriber on the gateway's buffered client (a reference)."""
 
 RECEIVE_MAXIMUM = MqttConfig().receive_maximum
 """In-flight window of every subscriber: the service's default, for a like-for-like count-only."""
@@ -202,13 +210,17 @@ class LatencyResult:
 
 
 def service_config(port: int, client_id: str, db: Path, max_age_ms: float | None = None,
-                   protocol: str = "5") -> ServiceConfig:
+                   protocol: str = "5", max_rows: int | None = None) -> ServiceConfig:
     """The shipped defaults, pointed at the benchmark's broker and database.
 
-    ``max_age_ms`` replaces the batcher's flush age when given, ``protocol`` the MQTT version
-    (both to explore their effect).
+    ``max_age_ms`` and ``max_rows`` replace the batcher's flush age and size when given,
+    ``protocol`` the MQTT version (to explore their effect).
     """
-    batch = BatchConfig() if max_age_ms is None else BatchConfig(max_age_ms=max_age_ms)
+    batch = BatchConfig()
+    if max_age_ms is not None:
+        batch = dataclasses.replace(batch, max_age_ms=max_age_ms)
+    if max_rows is not None:
+        batch = dataclasses.replace(batch, max_rows=max_rows)
     return ServiceConfig(mqtt=MqttConfig(port=port, client_id=client_id, protocol=protocol),
                          store=StoreConfig(path=db), batch=batch)
 
@@ -275,8 +287,11 @@ def service_peak_rss(svc: Service) -> int:
 
 
 def drain_count_only(port: int, client_id: str, expected: int, timeout_s: float,
-                     protocol: str = "5") -> DrainResult:
+                     protocol: str = "5", buffered: bool = False) -> DrainResult:
     """A paho subscriber whose ``on_message`` only counts (paho acknowledges automatically).
+
+    ``buffered`` uses the gateway's :class:`~gateway.mqtt_client.BufferedClient` instead of
+    stock paho: the same transport as the service, with nothing behind it.
 
     It disconnects from another thread once the count is reached: paho queues a message's
     PUBACK after ``on_message`` returns, so a disconnect from inside the callback would leave
@@ -294,7 +309,8 @@ def drain_count_only(port: int, client_id: str, expected: int, timeout_s: float,
             done.set()
 
     client = connect_client(port, client_id, clean_start=False, session_expiry_s=60,
-                            receive_maximum=RECEIVE_MAXIMUM, protocol=protocol)
+                            receive_maximum=RECEIVE_MAXIMUM, protocol=protocol,
+                            client_class=BufferedClient if buffered else mqtt.Client)
     client.on_message = on_message
     client.loop_start()
     done.wait(timeout_s)
@@ -302,7 +318,8 @@ def drain_count_only(port: int, client_id: str, expected: int, timeout_s: float,
     client.disconnect()
     client.loop_stop()
     seconds, cpu = watch.seconds()
-    return DrainResult("paho count-only", count, 0, seconds, cpu, watch.stopped,
+    name = COUNT_BUFFERED if buffered else COUNT_ONLY
+    return DrainResult(name, count, 0, seconds, cpu, watch.stopped,
                        peak_rss_bytes())
 
 

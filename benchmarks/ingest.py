@@ -80,6 +80,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds of the paced run before timing starts (reported separately)")
     p.add_argument("--max-age-ms", type=float, default=None,
                    help="override the batcher's flush age (default: the shipped BatchConfig)")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="override the batcher's flush size (default: the shipped BatchConfig)")
     p.add_argument("--protocol", choices=("5", "3.1.1"), default=MqttConfig().protocol,
                    help="MQTT version of every subscriber (service, count-only, naive)")
     p.add_argument("--seed", type=int, default=7, help="seed of the workload")
@@ -160,18 +162,20 @@ def run_naive(args: argparse.Namespace, port: int, workload: Workload, template:
 
 
 def run_round(args: argparse.Namespace, port: int, workload: Workload, template: Path,
-              tmp: Path, filters: Sequence[str], index: int) -> tuple[DrainResult, DrainResult,
-                                                                      int]:
-    """One backlog, queued for two sessions, drained by count-only and by the service.
+              tmp: Path, filters: Sequence[str], index: int
+              ) -> tuple[DrainResult, DrainResult, DrainResult, int]:
+    """One backlog, queued for three sessions, drained by count-only (stock paho), by the
+    service, and by count-only on the service's buffered client.
 
-    The order alternates between rounds; each service drain starts from a fresh copy of the
+    The order rotates between rounds; each service drain starts from a fresh copy of the
     prepared database.
 
     Returns:
-        ``(count_only, service, readings published)``.
+        ``(count_only, service, buffered count-only, readings published)``.
     """
     count_id, service_id = f"bench-count-{index}", f"bench-service-{index}"
-    for cid in (count_id, service_id):
+    buffered_id = f"bench-buffered-{index}"
+    for cid in (count_id, service_id, buffered_id):
         create_session(port, cid, filters, args.protocol)
     pub = publish(port, workload, args.messages, args.publishers)
     _log(f"round {index + 1}: {pub.messages} messages ({pub.readings} readings) queued in"
@@ -179,15 +183,19 @@ def run_round(args: argparse.Namespace, port: int, workload: Workload, template:
     db = tmp / f"service-{index}.duckdb"
     shutil.copy(template, db)
 
-    def count_only() -> DrainResult:
-        result: DrainResult = Child("count-only", drain_count_only, port, count_id,
-                                    pub.messages, args.timeout, args.protocol
+    def count_only(cid: str = count_id, buffered: bool = False) -> DrainResult:
+        result: DrainResult = Child("count-only", drain_count_only, port, cid,
+                                    pub.messages, args.timeout, args.protocol, buffered
                                     ).result(args.timeout + 60)
-        end_session(port, count_id, args.protocol)
+        end_session(port, cid, args.protocol)
         return result
 
+    def count_buffered() -> DrainResult:
+        return count_only(buffered_id, buffered=True)
+
     def service() -> DrainResult:
-        config = service_config(port, service_id, db, args.max_age_ms, args.protocol)
+        config = service_config(port, service_id, db, args.max_age_ms, args.protocol,
+                                args.max_rows)
         child = Child("service", drain_service, config, pub.messages, args.timeout)
         spy = (_profiler(child.pid, args.profile, args.profile_gil)
                if args.profile and index == 0 else None)
@@ -199,13 +207,14 @@ def run_round(args: argparse.Namespace, port: int, workload: Workload, template:
         return result
 
     if index % 2 == 0:
-        count, svc = count_only(), service()
+        count, svc, buffered = count_only(), service(), count_buffered()
     else:
-        svc, count = service(), count_only()
+        buffered, svc, count = count_buffered(), service(), count_only()
     db.unlink()
     _log(f"round {index + 1}: count-only {count.messages_per_s:,.0f} msg/s,"
-         f" service {svc.messages_per_s:,.0f} msg/s")
-    return count, svc, pub.readings
+         f" service {svc.messages_per_s:,.0f} msg/s,"
+         f" buffered count-only {buffered.messages_per_s:,.0f} msg/s")
+    return count, svc, buffered, pub.readings
 
 
 def run_latency(args: argparse.Namespace, port: int, workload: Workload, template: Path,
@@ -215,7 +224,8 @@ def run_latency(args: argparse.Namespace, port: int, workload: Workload, templat
     db = tmp / "paced.duckdb"
     shutil.copy(template, db)
     ready, expected = CTX.Event(), CTX.Queue()
-    config = service_config(port, "bench-paced", db, args.max_age_ms, args.protocol)
+    config = service_config(port, "bench-paced", db, args.max_age_ms, args.protocol,
+                            args.max_rows)
     service = Child("paced service", paced_service, config, ready, expected, args.warmup,
                     args.timeout)
     if not ready.wait(60):
@@ -262,16 +272,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive = run_naive(args, broker.port, workload, template, tmp, filters)
         counts: list[DrainResult] = []
         services: list[DrainResult] = []
+        counts_buffered: list[DrainResult] = []
         backlog_readings = 0
         for index in range(args.rounds):
-            count, service, backlog_readings = run_round(args, broker.port, workload, template,
-                                                         tmp, filters, index)
+            count, service, buffered, backlog_readings = run_round(
+                args, broker.port, workload, template, tmp, filters, index)
             counts.append(count)
             services.append(service)
+            counts_buffered.append(buffered)
         latency, pub = run_latency(args, broker.port, workload, template, tmp, filters)
         header = _header(broker, workload, args.protocol)
     report = Report(header, naive, counts, services, backlog_readings, latency, args.rate,
-                    pub.readings / pub.seconds if pub.seconds else 0.0, meter.read())
+                    pub.readings / pub.seconds if pub.seconds else 0.0, meter.read(),
+                    counts_buffered)
     print(render(report))
     return 0
 
