@@ -66,7 +66,7 @@ def _check_paho() -> None:
     missing += [f"Client.{n}" for n in _ATTRIBUTES if not hasattr(probe, n)]
     if "Client._out_packet" not in missing and not hasattr(probe._out_packet, "appendleft"):
         missing.append("Client._out_packet (a deque)")
-    tables = vars(Properties(PacketTypes.PUBLISH))
+    tables = vars(Properties(PacketTypes.PUBLISH))  # type: ignore[no-untyped-call]
     missing += [f"Properties.{n}" for n in _PROPERTY_TABLES if n not in tables]
     if missing:
         raise ImportError(
@@ -83,7 +83,10 @@ _DISCONNECTING = (
     enums._ConnectionState.MQTT_CS_DISCONNECTED,
 )
 _pack_ack = struct.Struct("!BBH").pack
-_PUBLISH_TABLES = {n: vars(Properties(PacketTypes.PUBLISH))[n] for n in _PROPERTY_TABLES}
+_PUBLISH_TABLES = {
+    n: vars(Properties(PacketTypes.PUBLISH))[n]  # type: ignore[no-untyped-call]
+    for n in _PROPERTY_TABLES
+}
 
 
 def _no_properties() -> Properties:

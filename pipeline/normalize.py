@@ -28,6 +28,7 @@ import polars as pl
 
 from pipeline.catalogue import Catalogue, catalogue
 from pipeline.errors import ConfigError
+from pipeline.lookup import StringIndex
 from pipeline.readings import READING_SCHEMA, Quality, ReadingBatch
 from pipeline.registry import resolve_patients
 
@@ -78,8 +79,7 @@ class _Assigned:
     a sentinel that covers no time, where unknown devices point."""
 
     frame: pl.DataFrame
-    devices: pl.Series
-    index: pl.Series
+    devices: StringIndex
     patients: npt.NDArray[np.object_]
     valid_from: npt.NDArray[np.int64]
     valid_to: npt.NDArray[np.int64]
@@ -95,20 +95,24 @@ class _Assigned:
         )  # fmt: skip
         single = a.filter(pl.col("n") == 1)
         several = a.filter(pl.col("n") > 1)["device_id"].unique()
-        devices = pl.concat([single["device_id"], several])
-        index = pl.Series(np.concatenate([np.arange(single.height), np.full(len(several), -2)]),
-                          dtype=pl.Int32)
-        return cls(assignments, devices, index,
+        devices = StringIndex(
+            pl.concat([single["device_id"], several]),
+            np.concatenate([np.arange(single.height), np.full(len(several), -2)]),
+        )
+        return cls(assignments, devices,
                    np.array([*single["patient_id"].to_list(), None], dtype=object),
                    np.append(single["valid_from"].to_numpy(), hi),
                    np.append(single["valid_to"].to_numpy(), lo))
 
-    def resolve(self, readings: pl.DataFrame, ts: npt.NDArray[np.int64]
-                ) -> npt.NDArray[np.object_]:
-        """The patient of each reading (``None`` where no assignment covers it)."""
-        idx = readings["device_id"].replace_strict(
-            self.devices, self.index, default=-1, return_dtype=pl.Int32
-        ).to_numpy()
+    def index(self, readings: pl.DataFrame) -> npt.NDArray[np.int64]:
+        """Each reading's device: its single assignment's position, -2 when the device has
+        several assignments, -1 when it has none."""
+        return self.devices.lookup(readings["device_id"])
+
+    def resolve(self, readings: pl.DataFrame, ts: npt.NDArray[np.int64],
+                idx: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+        """The patient of each reading (``None`` where no assignment covers it); ``idx`` is
+        :meth:`index` of the readings."""
         at = np.where(idx >= 0, idx, len(self.patients) - 1)
         covered = (ts >= self.valid_from[at]) & (ts < self.valid_to[at])
         out = self.patients[at]  # a copy (fancy indexing)
@@ -125,8 +129,7 @@ class Normalizer:
     """The catalogue's tables as arrays indexed by the metric's enum code, and the limits."""
 
     config: NormalizeConfig
-    unit_names: pl.Series
-    unit_ids: pl.Series
+    units: StringIndex
     factor: npt.NDArray[np.float64]  # [metric, unit id]; NaN where not accepted
     offset: npt.NDArray[np.float64]
     low: npt.NDArray[np.float64]
@@ -158,9 +161,8 @@ class Normalizer:
             canonical[code] = m.canonical_unit
             accepted[code] = ", ".join(m.accepted_units())
         bp = np.array([names.index(b) for b in _BP if b in names], dtype=np.uint32)
-        return cls(config, pl.Series(units, dtype=pl.Utf8),
-                   pl.Series(range(len(units)), dtype=pl.Int32), factor, offset, low, high,
-                   canonical, accepted, bp)
+        return cls(config, StringIndex(units), factor, offset, low, high, canonical, accepted,
+                   bp)
 
     def __call__(self, batch: ReadingBatch, assignments: pl.DataFrame, now_us: int) -> ReadingBatch:
         return normalize(batch, self, assignments, now_us)
@@ -182,8 +184,7 @@ def normalize(
         return batch
     cfg = n.config
     metric = r["metric"].to_physical().to_numpy()
-    unit = r["unit"].replace_strict(n.unit_names, n.unit_ids, default=-1,
-                                    return_dtype=pl.Int32).to_numpy()
+    unit = n.units.lookup(r["unit"])
     col = np.maximum(unit, 0)
     factor = np.where(unit >= 0, n.factor[metric, col], np.nan)
     offset = n.offset[metric, col]
@@ -202,15 +203,17 @@ def normalize(
     reject(_MISSING, value_null & ((quality & Quality.VALUE_ABSENT) == 0))
     with np.errstate(invalid="ignore"):
         reject(_IMPLAUSIBLE, ~value_null & ((v < n.low[metric]) | (v > n.high[metric])))
+    assigned = n.assigned(assignments)
+    device = assigned.index(r)
     bp_set = None
     is_bp = np.isin(metric, n.bp_codes) & (code == _OK)
     if is_bp.sum() >= 2:
-        bp_set = _bp_sets(r, v, metric, ts, is_bp)
+        bp_set = _bp_sets(r, v, metric, ts, is_bp, device)
         reject(_BP_SET, bp_set[3])
     reject(_FUTURE, ts > now_us + int(cfg.max_future_s * 1e6))
     reject(_STALE, (ts < now_us - int(cfg.max_past_s * 1e6))
            & ((quality & Quality.REPLAYED) == 0))
-    patient = n.assigned(assignments).resolve(r, ts)
+    patient = assigned.resolve(r, ts, device)
     reject(_UNASSIGNED, patient == None)  # noqa: E711 (elementwise)
 
     ok = code == _OK
@@ -232,15 +235,23 @@ def normalize(
 
 
 def _bp_sets(r: pl.DataFrame, v: npt.NDArray[np.float64], metric: npt.NDArray[np.uint32],
-             ts: npt.NDArray[np.int64], is_bp: npt.NDArray[np.bool_]
-             ) -> tuple[npt.NDArray[Any], ...]:
+             ts: npt.NDArray[np.int64], is_bp: npt.NDArray[np.bool_],
+             device: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], ...]:
     """Per reading: its BP set's systolic, diastolic and mean (NaN when absent; a set is the
     readings of one device at one time that passed the value checks, the first of each metric
-    counting), and whether the set is inconsistent."""
+    counting), and whether the set is inconsistent. ``device`` is each reading's position in
+    the assignments' device index (negative when it has none or several)."""
     rows = np.flatnonzero(is_bp)
-    devices = r["device_id"].gather(rows).to_numpy()
-    _, device_code = np.unique(devices.astype(str), return_inverse=True)
-    _, group = np.unique(np.stack([device_code, ts[rows]]), axis=1, return_inverse=True)
+    device_code = device[rows]
+    other = device_code < 0
+    if other.any():  # devices outside the index: tell them apart by name, after the others
+        names = r["device_id"].gather(rows[other]).to_numpy().astype(str)
+        device_code = device_code.copy()
+        device_code[other] = np.unique(names, return_inverse=True)[1].reshape(-1) + (
+            max(int(device.max()), 0) + 1)
+    _, at = np.unique(ts[rows], return_inverse=True)
+    key = device_code * (int(at.max()) + 1) + at.reshape(-1)
+    _, group = np.unique(key, return_inverse=True)
     group = group.reshape(-1)
     out = []
     for name in _BP:

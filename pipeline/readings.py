@@ -190,12 +190,18 @@ class ReadingBatch:
     def replace(
         self, *, readings: pl.DataFrame | None = None, quarantine: pl.DataFrame | None = None
     ) -> ReadingBatch:
-        """A new batch sharing the unchanged frames."""
-        return ReadingBatch(
-            readings if readings is not None else self.readings,
-            self.messages,
-            quarantine if quarantine is not None else self.quarantine,
+        """A new batch sharing the unchanged frames (only the new frames are checked)."""
+        if readings is not None:
+            check_schema(readings, READING_SCHEMA, "readings")
+        if quarantine is not None:
+            check_schema(quarantine, QUARANTINE_SCHEMA, "quarantine")
+        out = object.__new__(ReadingBatch)
+        object.__setattr__(out, "readings", readings if readings is not None else self.readings)
+        object.__setattr__(out, "messages", self.messages)
+        object.__setattr__(
+            out, "quarantine", quarantine if quarantine is not None else self.quarantine
         )
+        return out
 
     def reject(
         self, mask: pl.Series, reason_code: str, field: str, reason: pl.Expr | pl.Series

@@ -66,6 +66,33 @@ def test_unknown_metric_goes_to_quarantine_with_payload() -> None:
     assert row["value"] == 7.4
 
 
+def test_sources_and_unknown_metrics_keep_each_reading_with_its_own_message() -> None:
+    messages = [msg(0, b"m0"), RawMessage("ble/AA/2a37", b"b1", T0 + 1, "ble"), msg(2, b"m2")]
+    readings = [
+        RawReading("D1", "heart_rate", 70.0, "/min", T0, 1, 0),
+        RawReading("D9", "blood_ph", 7.4, "1", T0, 2, 0),
+        RawReading("D2", "heart_rate", 71.0, "/min", T0, 3, 0),
+        RawReading("D2", "nonsense", None, "x", T0, 4, 0),
+        RawReading("D3", "spo2", 97.0, "%", T0, 5, 0),
+        RawReading("D3", "blood_ph", 7.3, "1", T0, 6, 0),
+    ]
+    batch = build_batch(messages, readings, [0, 0, 1, 1, 2, 2],
+                        [(2, Rejection("bad_value", "$.v", "v: no"))])
+    r = batch.readings
+    assert r["seq"].to_list() == [1, 3, 5]
+    assert r["source"].cast(pl.Utf8).to_list() == ["mqtt", "ble", "mqtt"]
+    assert r["origin"].to_list() == [0, 1, 2]
+    assert r["received_at"].dt.epoch("us").to_list() == [T0, T0 + 1, T0 + 2]
+    q = batch.quarantine
+    assert q["reason_code"].to_list() == ["bad_value"] + ["unknown_metric"] * 3
+    assert q["metric"].to_list() == [None, "blood_ph", "nonsense", "blood_ph"]
+    assert q["payload"].to_list() == [b"m2", b"m0", b"b1", b"m2"]
+    assert q["source"].to_list() == ["mqtt", "mqtt", "ble", "mqtt"]
+    assert q["seq"].to_list() == [None, 2, 4, 6]
+    assert q["value"].to_list() == [None, 7.4, None, 7.3]
+    assert batch.messages["source"].cast(pl.Utf8).to_list() == ["mqtt", "ble", "mqtt"]
+
+
 def test_empty_batch_has_fixed_schemas() -> None:
     batch = build_batch([], [], [], [])
     assert len(batch) == 0

@@ -263,6 +263,29 @@ def test_blood_pressure_sets_are_per_device_and_time() -> None:
     assert out.quarantine["reason"][1].startswith("value: systolic 70.0 / diastolic - / mean 75.0")
 
 
+def test_blood_pressure_sets_of_unassigned_devices_stay_apart() -> None:
+    """Devices without one assignment are told apart by name, not merged into one set."""
+    ts = NOW - 10_000_000
+    t1 = NOW - 100_000_000
+    a = assignments(("D1", "P1", 0, None), ("D2", "P2", 0, t1), ("D2", "P8", t1, None),
+                    ("D3", "P3", 0, t1), ("D3", "P9", t1, None))
+    rows = [
+        r("systolic_bp", 120, "mm[Hg]", device="U1", ts=ts, seq=1),  # unknown devices
+        r("diastolic_bp", 130, "mm[Hg]", device="U2", ts=ts, seq=2),
+        r("systolic_bp", 110, "mm[Hg]", device="D2", ts=ts, seq=3),  # several assignments
+        r("diastolic_bp", 115, "mm[Hg]", device="D3", ts=ts, seq=4),
+        r("diastolic_bp", 70, "mm[Hg]", device="D1", ts=ts, seq=5),  # assigned
+        r("systolic_bp", 60, "mm[Hg]", device="U1", ts=ts + 1, seq=6),
+        r("diastolic_bp", 90, "mm[Hg]", device="U1", ts=ts + 1, seq=7),  # its own set: bad
+    ]
+    out = run(rows, assigned=a)
+    assert out.readings["seq"].to_list() == [3, 4, 5]
+    assert out.readings["patient_id"].to_list() == ["P8", "P9", "P1"]
+    reasons = dict(zip(out.quarantine["seq"], out.quarantine["reason_code"], strict=True))
+    assert reasons == {1: "unassigned_device", 2: "unassigned_device",
+                       6: "inconsistent_bp", 7: "inconsistent_bp"}
+
+
 def test_nan_is_a_missing_value_unless_flagged_absent() -> None:
     out = run([r("heart_rate", float("nan"), "/min", seq=1),
                r("heart_rate", float("nan"), "/min", seq=2, quality=Quality.VALUE_ABSENT)])
