@@ -1,8 +1,9 @@
 """Publishers of the benchmark (each runs in a process of its own) and session set-up.
 
-All publishing is MQTT 5 at QoS 1 through paho, with a sliding window of unacknowledged
-messages: a publisher returns only once the broker acknowledged every message, so a backlog
-is fully queued at the broker before a subscriber is started.
+All publishing is MQTT 5 at QoS 1 with a sliding window of unacknowledged messages (the
+backlog through paho, the paced load through :class:`bench_wire.TickPublisher`): a publisher
+returns only once the broker acknowledged every message, so a backlog is fully queued at the
+broker before a subscriber is started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
+from bench_wire import TickPublisher
 from bench_workload import Workload, backlog_messages, live_messages, sample_values
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -162,40 +164,36 @@ def publish_backlog(port: int, workload: Workload, n_messages: int, end_us: int,
         client.loop_stop()
 
 
+PACED_TICK_S = 0.002
+"""The paced publisher sends what is due every this many seconds."""
+
+
 def publish_paced(port: int, workload: Workload, rate: float, duration_s: float) -> PublishResult:
     """Publish ``rate`` readings per second for ``duration_s``, each stamped when published.
 
-    Each message is encoded right before its publish with the current wall clock as its
-    device time, so ``commit time - observed_at`` is the publish -> commit latency.
+    Each message is encoded right before its send with the current wall clock as its device
+    time, so ``commit time - observed_at`` is the publish -> commit latency. The messages due
+    go out every :data:`PACED_TICK_S` in one send (:class:`bench_wire.TickPublisher`): the load
+    generator shares the machine with the broker and the service, and paho's per-message cost
+    would take CPU from them.
     """
     mean_readings = sum(len(d.metrics) for d, _ in live_messages(workload, 2000)) / 2000
     n_max = int(rate * duration_s / mean_readings * 1.5) + 100
     plan = live_messages(workload, n_max)
     rng = random.Random(workload.seed)
-    client = connect_client(port, "bench-pub-paced", inflight=PUBLISH_WINDOW)
-    client.loop_start()
-    window: collections.deque[mqtt.MQTTMessageInfo] = collections.deque()
-    try:
+    with TickPublisher(port, "bench-pub-paced", window=PUBLISH_WINDOW) as pub:
         t0 = time.monotonic()
         messages = readings = 0
         while (now := time.monotonic() - t0) < duration_s:
-            due = rate * now
-            while readings < due:
+            due: list[tuple[str, bytes]] = []
+            while readings < rate * now:
                 device, seq = next(plan)
                 values = sample_values(device, rng)
-                ts_us = time.time_ns() // 1000
-                topic, payload = native.encode(device.kind, device.device_id, seq, ts_us,
-                                               values)
-                if len(window) >= PUBLISH_WINDOW:
-                    _settle(window.popleft())
-                window.append(client.publish(topic, payload, qos=1))
+                due.append(native.encode(device.kind, device.device_id, seq,
+                                         time.time_ns() // 1000, values))
                 messages += 1
                 readings += len(values)
-            time.sleep(0.001)
-        for info in window:
-            _settle(info)
+            pub.publish(due)
+            time.sleep(PACED_TICK_S)
+        pub.drain()
         return PublishResult(messages, readings, time.monotonic() - t0)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
