@@ -51,7 +51,7 @@ class BatchConfig:
     """
 
     max_rows: int = 5000
-    max_age_ms: float = 30.0
+    max_age_ms: float = 20.0
     max_messages: int = 5000
 
     def __post_init__(self) -> None:
