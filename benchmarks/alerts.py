@@ -194,11 +194,6 @@ def stage_benchmark(patients: int, sizes: list[int],
 # -- publish -> alert through the service -------------------------------------------------------
 
 
-PUBLISH_TICK_S = 0.002
-"""The publisher sends what is due every this many seconds (each message stamped as it is
-encoded, right before the send)."""
-
-
 def _publisher(port: int, devices: int, triggers: int, rate: float, duration_s: float,
                ready: Any, done: Any) -> None:
     import importlib.util
@@ -212,28 +207,25 @@ def _publisher(port: int, devices: int, triggers: int, rate: float, duration_s: 
     spec.loader.exec_module(wire)
 
     rng = np.random.default_rng(3)
-    sent = readings = 0
     seq = [0] * devices
+    sent = 0
+
+    def next_message() -> tuple[str, bytes, int]:
+        nonlocal sent
+        d = sent % devices
+        sent += 1
+        seq[d] += 1
+        hr = (130.0 if seq[d] % 2 else 80.0) if d < triggers else float(rng.normal(75, 5))
+        values = {"heart_rate": round(hr), "spo2": 97.0, "respiratory_rate": 15.0,
+                  "systolic_bp": 120.0, "diastolic_bp": 80.0, "mean_bp": 93.0,
+                  "body_temperature": 37.0}
+        topic, payload = native.encode("bedside_monitor", f"BM-B{d:04d}", seq[d],
+                                       time.time_ns() // 1000, values)
+        return topic, payload, len(values)
+
     with wire.TickPublisher(port, "bench-alerts-pub") as pub:
         ready.wait()
-        t0 = time.monotonic()
-        while (now := time.monotonic() - t0) < duration_s:
-            due: list[tuple[str, bytes]] = []
-            while readings < rate * now:
-                d = sent % devices
-                seq[d] += 1
-                hr = ((130.0 if seq[d] % 2 else 80.0) if d < triggers
-                      else float(rng.normal(75, 5)))
-                values = {"heart_rate": round(hr), "spo2": 97.0, "respiratory_rate": 15.0,
-                          "systolic_bp": 120.0, "diastolic_bp": 80.0, "mean_bp": 93.0,
-                          "body_temperature": 37.0}
-                due.append(native.encode("bedside_monitor", f"BM-B{d:04d}", seq[d],
-                                         time.time_ns() // 1000, values))
-                sent += 1
-                readings += len(values)
-            pub.publish(due)
-            time.sleep(PUBLISH_TICK_S)
-        pub.drain()
+        _, readings, _ = wire.publish_paced(pub, rate, duration_s, next_message)
     done.put(readings)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from bench_wire import TickPublisher
+from bench_wire import publish_paced as paced
 from bench_workload import Workload, backlog_messages, live_messages, sample_values
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -164,36 +165,26 @@ def publish_backlog(port: int, workload: Workload, n_messages: int, end_us: int,
         client.loop_stop()
 
 
-PACED_TICK_S = 0.002
-"""The paced publisher sends what is due every this many seconds."""
-
-
 def publish_paced(port: int, workload: Workload, rate: float, duration_s: float) -> PublishResult:
     """Publish ``rate`` readings per second for ``duration_s``, each stamped when published.
 
     Each message is encoded right before its send with the current wall clock as its device
     time, so ``commit time - observed_at`` is the publish -> commit latency. The messages due
-    go out every :data:`PACED_TICK_S` in one send (:class:`bench_wire.TickPublisher`): the load
-    generator shares the machine with the broker and the service, and paho's per-message cost
-    would take CPU from them.
+    go out every :data:`bench_wire.TICK_S` in one send (:class:`bench_wire.TickPublisher`):
+    the load generator shares the machine with the broker and the service, and paho's
+    per-message cost would take CPU from them.
     """
     mean_readings = sum(len(d.metrics) for d, _ in live_messages(workload, 2000)) / 2000
     n_max = int(rate * duration_s / mean_readings * 1.5) + 100
     plan = live_messages(workload, n_max)
     rng = random.Random(workload.seed)
+
+    def next_message() -> tuple[str, bytes, int]:
+        device, seq = next(plan)
+        values = sample_values(device, rng)
+        topic, payload = native.encode(device.kind, device.device_id, seq,
+                                       time.time_ns() // 1000, values)
+        return topic, payload, len(values)
+
     with TickPublisher(port, "bench-pub-paced", window=PUBLISH_WINDOW) as pub:
-        t0 = time.monotonic()
-        messages = readings = 0
-        while (now := time.monotonic() - t0) < duration_s:
-            due: list[tuple[str, bytes]] = []
-            while readings < rate * now:
-                device, seq = next(plan)
-                values = sample_values(device, rng)
-                due.append(native.encode(device.kind, device.device_id, seq,
-                                         time.time_ns() // 1000, values))
-                messages += 1
-                readings += len(values)
-            pub.publish(due)
-            time.sleep(PACED_TICK_S)
-        pub.drain()
-        return PublishResult(messages, readings, time.monotonic() - t0)
+        return PublishResult(*paced(pub, rate, duration_s, next_message))

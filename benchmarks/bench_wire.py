@@ -16,7 +16,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 
-__all__ = ["MqttWireError", "TickPublisher"]
+__all__ = ["TICK_S", "MqttWireError", "TickPublisher", "publish_paced"]
 
 _CONNECT, _CONNACK, _PUBLISH_QOS1, _PUBACK, _DISCONNECT = 0x10, 0x20, 0x32, 0x40, 0xE0
 _RECEIVE_MAXIMUM = 0x21
@@ -25,6 +25,13 @@ _PROPERTY_SIZES = {
     0x11: 4, 0x12: -1, 0x13: 2, 0x15: -1, 0x16: -1, 0x1A: -1, 0x1C: -1, 0x1F: -1,
     0x21: 2, 0x22: 2, 0x24: 1, 0x25: 1, 0x26: -2, 0x27: 4, 0x28: 1, 0x29: 1, 0x2A: 1,
 }  # fmt: skip
+
+
+TICK_S = 0.002
+"""A paced publisher sends what is due every this many seconds."""
+
+Message = tuple[str, bytes, int]
+"""``(topic, payload, readings in it)``."""
 
 
 class MqttWireError(RuntimeError):
@@ -232,3 +239,31 @@ class TickPublisher:
             if not data:
                 raise MqttWireError("the broker closed the connection")
             self._buf += data
+
+
+def publish_paced(pub: TickPublisher, rate: float, duration_s: float,
+                  next_message: Callable[[], Message], tick_s: float = TICK_S
+                  ) -> tuple[int, int, float]:
+    """Publish ``rate`` readings per second for ``duration_s`` through ``pub``.
+
+    Every ``tick_s`` the messages due are made by ``next_message`` right then (so a payload
+    stamped with the wall clock carries its send time) and go out in one send; the last send
+    completes ``rate * duration_s`` readings; then every PUBACK is awaited. Returns
+    ``(messages, readings, seconds until the last PUBACK)``.
+    """
+    t0 = time.monotonic()
+    messages = readings = 0
+    while True:
+        now = min(time.monotonic() - t0, duration_s)
+        due: list[tuple[str, bytes]] = []
+        while readings < rate * now:
+            topic, payload, n = next_message()
+            due.append((topic, payload))
+            messages += 1
+            readings += n
+        pub.publish(due)
+        if now >= duration_s:
+            break
+        time.sleep(tick_s)
+    pub.drain()
+    return messages, readings, time.monotonic() - t0

@@ -30,8 +30,8 @@ def _load_bench_wire() -> ModuleType:
 
 
 _wire = _load_bench_wire()
-MqttWireError, TickPublisher, _receive_maximum = (
-    _wire.MqttWireError, _wire.TickPublisher, _wire._receive_maximum)
+MqttWireError, TickPublisher, _receive_maximum, publish_paced = (
+    _wire.MqttWireError, _wire.TickPublisher, _wire._receive_maximum, _wire.publish_paced)
 
 
 class _Subscriber:
@@ -77,6 +77,27 @@ def test_every_message_arrives_once_in_order(mosquitto: MosquittoBroker,
         assert (pub.sent, pub.acked) == (2000, 2000)
     subscriber.wait_for(2000)
     assert subscriber.payloads == [p for _, p in sent]
+
+
+def test_paced_publishing_sends_what_is_due_and_waits_for_every_ack(
+        mosquitto: MosquittoBroker, subscriber: _Subscriber) -> None:
+    made: list[int] = []
+
+    def next_message() -> tuple[str, bytes, int]:
+        made.append(time.time_ns())
+        return f"wire/p{len(made) % 5}", b"%d" % len(made), 3
+
+    with TickPublisher(mosquitto.port, "wire-paced") as pub:
+        messages, readings, seconds = publish_paced(pub, 3000.0, 0.5, next_message)
+        assert pub.acked == pub.sent == messages == len(made)
+    assert readings == 3 * messages
+    assert 1500 <= readings < 1500 + 3  # rate x duration, completed by the last send
+    assert seconds >= 0.5
+    # made along the way, not in one burst
+    assert made[-1] - made[0] >= 0.3e9
+    assert made[len(made) // 2] - made[0] <= 0.45e9
+    subscriber.wait_for(messages)
+    assert subscriber.payloads == [b"%d" % (i + 1) for i in range(messages)]
 
 
 class _SmallWindowBroker(MosquittoBroker):
