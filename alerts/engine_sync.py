@@ -1,4 +1,4 @@
-"""Saving and restoring an :class:`~alerts.engine.AlertEngine` through the store's thread.
+"""Saving and restoring an :class:`~alerts.engine.AlertEngine` through the store.
 
 A mix-in of the engine: :meth:`EngineSync.from_store` (create tables, load), :meth:`load`,
 :meth:`snapshot` (what changed since the last one) and :meth:`sync` (save it, then put plan
@@ -138,7 +138,8 @@ class EngineSync:
                 saved on the next sync.
         """
         snap = self.snapshot()
-        job = asyncio.ensure_future(store.call(save, snap))
+        # Beside the store's writes, not in front of them: the save takes tens of ms.
+        job = asyncio.ensure_future(store.call_side(save, snap))
         try:
             await asyncio.shield(job)
         except asyncio.CancelledError:
