@@ -1,4 +1,4 @@
-"""Saving and restoring an :class:`~alerts.engine.AlertEngine` through the store.
+"""Saving and restoring an :class:`~alerts.engine.AlertEngine` through the store's thread.
 
 A mix-in of the engine: :meth:`EngineSync.from_store` (create tables, load), :meth:`load`,
 :meth:`snapshot` (what changed since the last one) and :meth:`sync` (save it, then put plan
@@ -138,8 +138,7 @@ class EngineSync:
                 saved on the next sync.
         """
         snap = self.snapshot()
-        # Beside the store's writes, not in front of them: the save takes tens of ms.
-        job = asyncio.ensure_future(store.call_side(save, snap))
+        job = asyncio.ensure_future(store.call(save, snap))
         try:
             await asyncio.shield(job)
         except asyncio.CancelledError:

@@ -5,7 +5,7 @@ alerts (upsert), snoozes and carried condition/episode state (replaced: they are
 conditions that are on), the latest value per (patient, metric) that changed (upsert), new
 history rows for rate rules (appended, old ones pruned), manual observations (appended) and
 counters. :func:`load` reads it all back. Both take a DuckDB connection: call them through
-``await store.call_side(save, snapshot)``.
+``await store.call(save, snapshot)``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,7 @@
 
 Every DuckDB call runs on a single dedicated worker thread (a one-thread executor), reached from
 asyncio with ``run_in_executor``: the event loop never blocks, and calls are serialized without
-locks. DuckDB releases the GIL while it executes. Long work on tables the writer never writes
-(the alert engine's state) can run on a second connection and thread instead
-(:meth:`DuckDbStore.call_side`, :mod:`pipeline.store_side`), so that it does not hold up commits.
+locks. DuckDB releases the GIL while it executes.
 
 A write appends the batch's readings from Arrow (``INSERT ... SELECT`` from a registered view,
 never row by row), skipping readings already stored, and appends its quarantine rows, all in
@@ -42,7 +40,6 @@ from pipeline.errors import (
 from pipeline.quarantine import mark_replayed
 from pipeline.readings import ReadingBatch
 from pipeline.registry import assignments_frame, sql_frame, transaction
-from pipeline.store_side import SideConnection
 from pipeline.store_sql import (
     DEDUP_KEY,
     READING_COLUMNS,
@@ -180,7 +177,6 @@ class DuckDbStore:
         self._last_write = clock()
         self._dirty = False
         self._idle_task: asyncio.Task[None] | None = None
-        self._side = SideConnection(self._open_side, self._run)
 
     @property
     def config(self) -> StoreConfig:
@@ -217,7 +213,6 @@ class DuckDbStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
         try:
-            await self._side.close()  # after its work in flight; the checkpoint needs it idle
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         finally:
             self._shutdown_executor()
@@ -291,13 +286,8 @@ class DuckDbStore:
         conn = self._conn
         if conn is None:
             raise PermanentStoreError(f"{self._config.path}: the store is closed")
-        return self._run(conn, fn, args, kwargs)
-
-    def _run(self, conn: Conn, fn: Callable[..., T], args: Sequence[Any],
-             kwargs: dict[str, Any] | None = None) -> T:
-        """``fn(conn, *args, **kwargs)`` with duckdb errors as :class:`StoreError`."""
         try:
-            return fn(conn, *args, **(kwargs or {}))
+            return fn(conn, *args, **kwargs)
         except duckdb.Error as exc:
             name = getattr(fn, "__name__", "operation").strip("_")
             raise _translate(exc, self._config.path, name, io_retryable=True) from exc
@@ -317,19 +307,6 @@ class DuckDbStore:
         executor = self._check_open()
         job = functools.partial(self._guarded, fn, args, kwargs)
         return await asyncio.get_running_loop().run_in_executor(executor, job)
-
-    async def call_side(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the side connection and thread, beside the writes.
-
-        For long work on tables the store's writes never touch (the alert engine's state):
-        it does not hold up commits. Work here is serialized with other side work, and
-        checkpoints wait for it.
-        """
-        self._check_open()
-        return await self._side.call(fn, *args)
-
-    async def _open_side(self) -> Conn:
-        return await self.call(_side_cursor)
 
     def call_sync(
         self, fn: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs
@@ -434,9 +411,8 @@ class DuckDbStore:
     # -- checkpoints -----------------------------------------------------------------------------
 
     async def checkpoint(self) -> None:
-        """Checkpoint now (waits for queued writes and for side work in flight)."""
-        async with self._side.lock:
-            await self.call(self._checkpoint)
+        """Checkpoint now (waits for queued writes)."""
+        await self.call(self._checkpoint)
 
     def _checkpoint(self, conn: Conn) -> None:
         conn.execute("CHECKPOINT").fetchall()
@@ -466,13 +442,6 @@ class DuckDbStore:
             except StoreError as exc:
                 log.warning("idle checkpoint failed (will retry): %s", exc)
             await asyncio.sleep(idle)
-
-
-def _side_cursor(conn: Conn) -> Conn:
-    """A second connection to ``conn``'s database, with the store's session settings."""
-    side = conn.cursor()
-    side.execute("SET TimeZone = 'UTC'").fetchall()
-    return side
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:

@@ -148,18 +148,11 @@ class FlakyStore:
         self.inner = inner
         self.failed = False
 
-    def _first_fails(self) -> None:
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if not self.failed:
             self.failed = True
             raise RetryableStoreError("disk hiccup")
-
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._first_fails()
         return await self.inner.call(fn, *args)
-
-    async def call_side(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._first_fails()
-        return await self.inner.call_side(fn, *args)
 
 
 async def test_a_failed_sync_loses_nothing(tmp_path: Path) -> None:
